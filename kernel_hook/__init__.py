@@ -1,0 +1,131 @@
+"""The kernel side: ``%load_ext nbrelay`` taps IOPub and relays it to the daemon.
+
+The capture path only appends to a bounded outbox; one background thread sends. State is
+per process: the session id and the message numbering survive ``%unload_ext`` and a later
+``%load_ext``, so the daemon sees one unbroken, deduplicated stream per kernel process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..protocol import Hello, now_iso
+from ..runtime import locate_daemon
+from .outbox import Outbox
+from .sender import Sender
+from .tap import IOPubTap
+
+log = logging.getLogger("nbrelay.kernel_hook")
+
+DEFAULT_BUFFER_BYTES = 64 * 2**20
+FLUSH_TIMEOUT = 5.0  # how long %unload_ext waits for the daemon to acknowledge what is pending
+EXIT_FLUSH_TIMEOUT = 2.0
+
+
+class _Process:
+    """What this kernel process keeps across loads of the extension."""
+
+    def __init__(self, hello: Hello, outbox: Outbox) -> None:
+        self.hello = hello
+        self.outbox = outbox
+        self.tap: IOPubTap | None = None
+        self.sender: Sender | None = None
+
+
+_process: _Process | None = None
+
+
+def _kernel_id() -> str:
+    """Jupyter names connection files ``kernel-<kernel id>.json``."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        stem = Path(get_connection_file()).stem
+    except Exception:  # not started by a Jupyter app: still relay, under a made-up id
+        return f"pid-{os.getpid()}@{socket.gethostname()}"
+    return stem.removeprefix("kernel-")
+
+
+def _buffer_bytes() -> int:
+    raw = os.environ.get("NBRELAY_BUFFER_BYTES")
+    try:
+        return int(raw) if raw else DEFAULT_BUFFER_BYTES
+    except ValueError:
+        log.warning(
+            "nbrelay: NBRELAY_BUFFER_BYTES=%r is not a number of bytes; using %d",
+            raw,
+            DEFAULT_BUFFER_BYTES,
+        )
+        return DEFAULT_BUFFER_BYTES
+
+
+def _setup_logging() -> None:
+    """Our warnings go to the kernel's real stderr (the server's log), never into a cell."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(logging.Formatter("[%(levelname)s %(name)s] %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+        log.setLevel(logging.INFO)
+
+
+def _flush_at_exit() -> None:
+    if _process is not None and _process.sender is not None:
+        _process.sender.close(EXIT_FLUSH_TIMEOUT)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    global _process
+    iopub = getattr(getattr(ipython, "kernel", None), "iopub_thread", None)
+    if iopub is None:
+        print(
+            "nbrelay: this IPython is not a Jupyter kernel; there is nothing to relay.",
+            file=sys.stderr,
+        )
+        return
+    if _process is not None and _process.tap is not None:
+        return  # loaded already
+    _setup_logging()
+    if _process is None:
+        hello = Hello(
+            kernel_id=_kernel_id(),
+            session=uuid.uuid4().hex,
+            notebook=os.environ.get("JPY_SESSION_NAME") or None,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started=now_iso(),
+        )
+        _process = _Process(hello, Outbox(_buffer_bytes()))
+        atexit.register(_flush_at_exit)
+    _process.sender = Sender(_process.outbox, _process.hello)
+    _process.sender.start()
+    _process.tap = IOPubTap(iopub, _process.outbox.put)
+    _process.tap.attach()
+    endpoint = locate_daemon()
+    where = (
+        endpoint.url if endpoint else "the nbrelay daemon once it runs (start it with `nbrelay`)"
+    )
+    print(f"nbrelay: relaying kernel {_process.hello.kernel_id} to {where}")
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Restore the kernel as it was, then deliver what is pending."""
+    if _process is None or _process.tap is None:
+        return
+    _process.tap.detach()
+    _process.tap = None
+    if _process.sender is not None:
+        if not _process.sender.close(FLUSH_TIMEOUT):
+            log.warning(
+                "nbrelay: unloaded with %d messages not yet delivered; they are sent "
+                "if the extension is loaded again",
+                _process.outbox.stats()["pending"],
+            )
+        _process.sender = None

@@ -1,0 +1,119 @@
+"""Captured messages waiting for the daemon: numbered, bounded in bytes, shared by two threads.
+
+The capture path (the kernel's IOPub thread) only appends here; the sender thread takes
+batches and removes what the daemon acknowledged. Messages stay until acknowledged, so after
+a reconnect everything the daemon did not commit is sent again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+# What an entry costs beyond its frames, in the budget and on the wire (field names, ids).
+ENTRY_OVERHEAD = 200
+
+
+@dataclass(frozen=True)
+class Entry:
+    n: int
+    msg_id: str
+    msg_type: str
+    time: str
+    parent: bytes  # the parent header as ipykernel serialised it
+    content: bytes  # the content as ipykernel serialised it
+
+    @property
+    def size(self) -> int:
+        return len(self.parent) + len(self.content) + ENTRY_OVERHEAD
+
+
+class Outbox:
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._cond = threading.Condition()
+        self._unsent: deque[Entry] = deque()
+        self._inflight: deque[Entry] = deque()  # sent on the current connection, not yet acked
+        self._bytes = 0
+        self._next_n = 1
+        self._woken = False
+        self.acked = 0
+        self.dropped = 0  # messages dropped because the buffer was full, ever
+
+    def put(self, msg_id: str, msg_type: str, time: str, parent: bytes, content: bytes) -> None:
+        """Number and keep one message. Never blocks: when full, the oldest messages go."""
+        with self._cond:
+            entry = Entry(self._next_n, msg_id, msg_type, time, parent, content)
+            self._next_n += 1
+            self._unsent.append(entry)
+            self._bytes += entry.size
+            while self._bytes > self.limit_bytes:
+                # The daemon sees the hole in the numbering and stores a gap record there.
+                oldest = self._inflight.popleft() if self._inflight else self._unsent.popleft()
+                self._bytes -= oldest.size
+                self.dropped += 1
+            self._cond.notify()
+
+    def drop(self, entry: Entry) -> None:
+        """Count an entry the sender had to discard (too large to ever send)."""
+        with self._cond:
+            self._bytes -= entry.size
+            self.dropped += 1
+
+    def take(self, max_bytes: int, timeout: float) -> list[Entry]:
+        """Unsent entries in order, up to ``max_bytes`` (at least one).
+
+        Waits up to ``timeout`` for one; returns [] on timeout or wake().
+        """
+        with self._cond:
+            if not self._unsent and not self._woken:
+                self._cond.wait(timeout)
+            self._woken = False
+            batch: list[Entry] = []
+            size = 0
+            while self._unsent and (not batch or size + self._unsent[0].size <= max_bytes):
+                entry = self._unsent.popleft()
+                size += entry.size
+                batch.append(entry)
+            self._inflight.extend(batch)
+            return batch
+
+    def ack(self, acked: int) -> None:
+        """Forget everything up to ``acked``: the daemon committed it."""
+        with self._cond:
+            self.acked = max(self.acked, acked)
+            for queue in (self._inflight, self._unsent):
+                while queue and queue[0].n <= acked:
+                    self._bytes -= queue.popleft().size
+            self._cond.notify_all()
+
+    def rewind(self, acked: int) -> None:
+        """A new connection: what was in flight and not acked goes out again, in order."""
+        self.ack(acked)
+        with self._cond:
+            self._unsent.extendleft(reversed(self._inflight))
+            self._inflight.clear()
+
+    def wake(self) -> None:
+        """Make a waiting take() or wait_acked() return now."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def wait_acked(self, timeout: float) -> bool:
+        """Wait until nothing is in flight; True if so."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._inflight or self._woken, timeout) and (
+                not self._inflight
+            )
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "captured": self._next_n - 1,
+                "acked": self.acked,
+                "pending": len(self._unsent) + len(self._inflight),
+                "pending_bytes": self._bytes,
+                "dropped": self.dropped,
+            }

@@ -1,0 +1,195 @@
+"""The one background thread that owns the connection to the daemon.
+
+It connects (finding the daemon anew each time), says hello, learns what is already stored,
+then sends the outbox in batches while a reader thread applies the daemon's acks. Any
+failure ends the connection; the thread retries with exponential backoff and jitter, and
+the outbox keeps everything unacknowledged meanwhile. Problems are logged once per kind,
+never raised: the kernel must not notice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from .. import protocol
+from ..protocol import Hello, ProtocolError
+from ..runtime import Endpoint, locate_daemon
+from .outbox import Entry, Outbox
+
+log = logging.getLogger("nbrelay.kernel_hook")
+
+BATCH_BYTES = 1 << 20  # a batch frame stays below this (and below the daemon's limit)
+FIRST_DELAY = 0.05
+MAX_DELAY = 5.0
+OPEN_TIMEOUT = 5.0
+IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and close request
+
+
+def _encode(entry: Entry) -> str:
+    parent = json.loads(entry.parent) if entry.parent else {}
+    parent_msg_id = parent.get("msg_id") if isinstance(parent, dict) else None
+    return protocol.encode_output(
+        entry.n,
+        entry.msg_id,
+        entry.msg_type,
+        parent_msg_id or None,
+        entry.time,
+        # ipykernel's JSON, as is; "replace" only matters for invalid UTF-8, which JSON can't carry.
+        entry.content.decode("utf-8", "replace"),
+    )
+
+
+class Sender:
+    def __init__(
+        self,
+        outbox: Outbox,
+        hello: Hello,
+        locate: Callable[[], Endpoint | None] = locate_daemon,
+    ) -> None:
+        self.outbox = outbox
+        self.hello = hello
+        self._locate = locate
+        self._closing = threading.Event()
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name="nbrelay-sender", daemon=True)
+        self._problem: str | None = None
+        self._handshakes = 0
+        self.endpoint: Endpoint | None = None
+        self.connected = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is pending within ``timeout`` seconds, then stop. True if all was acked."""
+        self._deadline = time.monotonic() + timeout
+        self._closing.set()
+        self.outbox.wake()
+        self._thread.join(timeout + 1)
+        return self.outbox.stats()["pending"] == 0
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = FIRST_DELAY
+        while True:
+            closing = self._closing.is_set()
+            endpoint = self._locate()
+            if endpoint is None:
+                self._report("no nbrelay daemon found (start one with `nbrelay`); buffering output")
+            else:
+                handshakes = self._handshakes
+                try:
+                    self._deliver(endpoint)
+                    return  # a delivery only ends cleanly when closing
+                except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
+                    if self._handshakes > handshakes:
+                        delay = FIRST_DELAY  # it worked until now: retry soon
+                    self._report(self._describe(endpoint, exc))
+                finally:
+                    self.connected = False
+            if closing:
+                return  # one last attempt was made
+            self._closing.wait(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, MAX_DELAY)
+
+    def _deliver(self, endpoint: Endpoint) -> None:
+        timeout = min(OPEN_TIMEOUT, max(0.1, self._deadline - time.monotonic()))
+        with connect(
+            endpoint.ws_url("ws/ingest"),
+            additional_headers={"Authorization": f"Bearer {endpoint.token}"},
+            proxy=None,  # the daemon is local or tunnelled: never through an HTTP proxy
+            compression=None,
+            open_timeout=timeout,
+            close_timeout=2,
+        ) as ws:
+            ws.send(self.hello.encode())
+            acked, max_frame = protocol.decode_welcome(ws.recv(timeout=timeout))
+            self.outbox.rewind(acked)
+            self._handshakes += 1
+            self.endpoint, self.connected = endpoint, True
+            if self._problem is not None:
+                log.warning(
+                    "nbrelay: connected to %s again; sending what was buffered", endpoint.url
+                )
+                self._problem = None
+            reader = threading.Thread(
+                target=self._read_acks, args=(ws,), name="nbrelay-acks", daemon=True
+            )
+            reader.start()
+            try:
+                self._send_batches(ws, min(BATCH_BYTES, max_frame))
+            finally:
+                ws.close()
+                reader.join()
+
+    def _send_batches(self, ws: ClientConnection, max_bytes: int) -> None:
+        while True:
+            batch = self.outbox.take(max_bytes - 100, IDLE_CHECK)
+            entries = []
+            for entry in batch:
+                text = _encode(entry)
+                size = len(text) if text.isascii() else len(text.encode())
+                if size + 100 > max_bytes:
+                    log.warning(
+                        "nbrelay: a %s message of %d bytes is too large to relay; "
+                        "it is recorded as a gap",
+                        entry.msg_type,
+                        len(text),
+                    )
+                    self.outbox.drop(entry)
+                    continue
+                entries.append(text)
+            if entries:
+                ws.send(protocol.encode_batch(entries))
+            if not self.connected:
+                raise ConnectionError("the daemon closed the connection")
+            if self._closing.is_set() and not batch:
+                remaining = self._deadline - time.monotonic()
+                if self.outbox.wait_acked(max(0.0, remaining)) or remaining <= 0:
+                    return
+
+    def _read_acks(self, ws: ClientConnection) -> None:
+        try:
+            for frame in ws:
+                self.outbox.ack(protocol.decode_ack(frame))
+        except (WebSocketException, ProtocolError) as exc:
+            log.debug("ack reader stopped: %s", exc)
+        finally:
+            self.connected = False
+            self.outbox.wake()
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _describe(self, endpoint: Endpoint, exc: BaseException) -> str:
+        if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+            if exc.rcvd.code == protocol.CLOSE_POLICY:
+                return (
+                    f"the daemon at {endpoint.url} refused us ({exc.rcvd.reason}); buffering output"
+                )
+            return (
+                f"the daemon at {endpoint.url} closed the connection ({exc.rcvd.code} "
+                f"{exc.rcvd.reason}); buffering output"
+            )
+        if isinstance(exc, InvalidStatus):
+            return (
+                f"the daemon at {endpoint.url} answered HTTP "
+                f"{exc.response.status_code}; buffering output"
+            )
+        if isinstance(exc, OSError | TimeoutError):
+            return f"cannot reach the daemon at {endpoint.url} ({exc}); buffering output"
+        return f"lost the connection to {endpoint.url} ({exc}); buffering output"
+
+    def _report(self, problem: str) -> None:
+        """Log a problem once; the same problem again stays quiet until things recover."""
+        if problem != self._problem:
+            self._problem = problem
+            log.warning("nbrelay: %s", problem)

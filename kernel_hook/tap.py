@@ -1,0 +1,83 @@
+"""Seeing every IOPub message the kernel publishes, in the order it publishes them.
+
+ipykernel funnels all of IOPub through ``IOPubThread._really_send``, run on its IOPub
+thread: streams, displays, errors, status, and the messages that forked children pipe back
+to the parent. Wrapping that one method on the instance therefore sees exactly what the
+notebook client receives, in the same order, already serialised, and costs the user's own
+threads nothing. Removing the instance attribute restores the class's method exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol import CAPTURED_TYPES
+
+log = logging.getLogger("nbrelay.kernel_hook")
+
+DELIM = b"<IDS|MSG>"
+Sink = Callable[[str, str, str, bytes, bytes], None]  # msg_id, msg_type, time, parent, content
+
+
+def _frame(frame: Any) -> bytes:
+    return frame if isinstance(frame, bytes) else bytes(frame)
+
+
+class IOPubTap:
+    def __init__(self, iopub_thread: Any, sink: Sink) -> None:
+        self._iopub = iopub_thread
+        self._sink = sink
+        self._pid = os.getpid()
+        self._failed = False
+        self._original = iopub_thread._really_send
+        self._tapped = self._make_tapped()
+
+    def _make_tapped(self) -> Callable[..., Any]:
+        original = self._original
+
+        def tapped(msg: list[Any], *args: Any, **kwargs: Any) -> Any:
+            # A forked child pipes its messages to the parent, which taps them there.
+            if os.getpid() == self._pid:
+                try:
+                    self._capture(msg)
+                except Exception as exc:  # never into the kernel; said once
+                    if not self._failed:
+                        self._failed = True
+                        log.error("nbrelay: could not capture an IOPub message: %r", exc)
+            return original(msg, *args, **kwargs)
+
+        return tapped
+
+    def _capture(self, msg: list[Any]) -> None:
+        i = msg.index(DELIM)  # [idents..., DELIM, HMAC, header, parent, metadata, content, ...]
+        header = json.loads(_frame(msg[i + 2]))
+        msg_type = header.get("msg_type")
+        if msg_type in CAPTURED_TYPES:
+            self._sink(
+                header["msg_id"], msg_type, header["date"], _frame(msg[i + 3]), _frame(msg[i + 5])
+            )
+
+    def attach(self) -> None:
+        self._iopub._really_send = self._tapped
+
+    def detach(self, timeout: float = 2.0) -> None:
+        """Restore the kernel, unless something wrapped the method after us.
+
+        Output written before this call is still tapped: the streams are flushed, then we
+        wait until the IOPub thread has run every send queued so far.
+        """
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sent = threading.Event()
+        self._iopub.schedule(sent.set)
+        sent.wait(timeout)
+        if vars(self._iopub).get("_really_send") is self._tapped:
+            del self._iopub._really_send
+        else:
+            log.warning("nbrelay: IOPub was re-wrapped after nbrelay; leaving it in place")

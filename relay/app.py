@@ -1,0 +1,220 @@
+"""The daemon's web application: the HTTP API, the two WebSockets and the viewer page."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import protocol, static
+from .protocol import Hello, ProtocolError
+from .settings import Settings
+from .store import Store, StoreClosed
+
+log = logging.getLogger("nbrelay.app")
+
+STATIC_DIR = Path(static.__file__).parent
+CLOSE_GOING_AWAY = 1001
+
+
+class BadQuery(ValueError):
+    """A query parameter that cannot be used; answered with 400 (HTTP) or 1008 (WebSocket)."""
+
+
+def _int_param(conn: HTTPConnection, name: str, default: int, low: int, high: int) -> int:
+    raw = conn.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadQuery(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadQuery(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _close_reason(text: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8 (RFC 6455)."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
+class Relay:
+    """State shared by the endpoints: the store, the token, which kernels are connected."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db)
+        self.connected: Counter[str] = Counter()
+        self._token = settings.token.encode()
+
+    def authorized(self, conn: HTTPConnection) -> bool:
+        """The token, as ``Authorization: Bearer`` or ``?token=``, compared in constant time."""
+        supplied = conn.query_params.get("token")
+        scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            supplied = credentials.strip()
+        return supplied is not None and hmac.compare_digest(supplied.encode(), self._token)
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    async def kernels(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        kernels = await self.store.kernels()
+        for kernel in kernels:
+            kernel["connected"] = self.connected[kernel["kernel_id"]] > 0
+        return JSONResponse({"kernels": kernels})
+
+    async def messages(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        try:
+            since = _int_param(request, "since", 0, 0, 2**63 - 1)
+            limit = _int_param(
+                request, "limit", self.settings.page_records, 1, self.settings.page_records
+            )
+        except BadQuery as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        kernel_id = request.query_params.get("kernel_id")
+        rows = await self.store.read(since, limit, kernel_id)
+        last_seq = self.store.kernel_head(kernel_id)
+        body = '{"messages":' + protocol.records_frame([r for _, r in rows])
+        return Response(f'{body},"last_seq":{last_seq}}}', media_type="application/json")
+
+    # -- WebSockets ---------------------------------------------------------------------
+
+    async def _accept(self, ws: WebSocket) -> bool:
+        await ws.accept()
+        if self.authorized(ws):
+            return True
+        await ws.close(protocol.CLOSE_POLICY, "missing or wrong token")
+        return False
+
+    async def view(self, ws: WebSocket) -> None:
+        """Every record after ``since``, then live ones: one cursor over the store, no queue."""
+        if not await self._accept(ws):
+            return
+        try:
+            since = _int_param(ws, "since", 0, 0, 2**63 - 1)
+        except BadQuery as exc:
+            await ws.close(protocol.CLOSE_POLICY, str(exc))
+            return
+        kernel_id = ws.query_params.get("kernel_id")
+        # Starlette notices a disconnect only while receiving: race the sender against it.
+        send = asyncio.create_task(self._send_records(ws, since, kernel_id))
+        receive = asyncio.create_task(self._until_disconnect(ws))
+        done, pending = await asyncio.wait({send, receive}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if send in done and isinstance(send.exception(), StoreClosed):
+            await ws.close(CLOSE_GOING_AWAY, "nbrelay is shutting down")
+        elif send in done and send.exception() is not None:
+            raise send.exception()  # type: ignore[misc]
+
+    async def _send_records(self, ws: WebSocket, cursor: int, kernel_id: str | None) -> None:
+        page = self.settings.page_records
+        caught_up = False
+        while True:
+            # Everything committed up to `seen` is visible to the read that follows.
+            seen = self.store.head
+            rows = await self.store.read(cursor, page, kernel_id)
+            if rows:
+                await ws.send_text(protocol.records_frame([r for _, r in rows]))
+                cursor = rows[-1][0]
+                if len(rows) == page:
+                    continue
+            if not caught_up:
+                await ws.send_text(protocol.caught_up(seen))
+                caught_up = True
+            await self.store.wait_beyond(seen)
+
+    @staticmethod
+    async def _until_disconnect(ws: WebSocket) -> None:
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def ingest(self, ws: WebSocket) -> None:
+        """One kernel process: hello, then batches, each acknowledged after its commit."""
+        if not await self._accept(ws):
+            return
+        kernel_id = None
+        try:
+            hello = Hello.decode(await self._receive_frame(ws))
+            acked = await self.store.open_session(hello)
+            kernel_id = hello.kernel_id
+            self.connected[kernel_id] += 1
+            await ws.send_text(protocol.welcome(acked, self.settings.max_frame_bytes))
+            while True:
+                outputs = protocol.decode_batch(await self._receive_frame(ws))
+                acked = await self.store.append(hello, outputs)
+                await ws.send_text(protocol.ack(acked))
+        except WebSocketDisconnect:
+            pass
+        except ProtocolError as exc:
+            log.warning("closing ingest connection from %s: %s", _peer(ws), exc.reason)
+            await ws.close(exc.code, _close_reason(exc.reason))
+        except StoreClosed:
+            await ws.close(CLOSE_GOING_AWAY, "nbrelay is shutting down")
+        except Exception as exc:  # storage failed: the hook keeps its buffer and retries
+            log.error("ingest from %s failed: %s", _peer(ws), exc)
+            await ws.close(protocol.CLOSE_INTERNAL_ERROR, _close_reason(f"storage error: {exc}"))
+        finally:
+            if kernel_id is not None:
+                self.connected[kernel_id] -= 1
+
+    @staticmethod
+    async def _receive_frame(ws: WebSocket) -> str | bytes:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text: str | None = message.get("text")
+        if text is not None:
+            return text
+        data: bytes = message["bytes"]
+        return data
+
+
+def _peer(conn: HTTPConnection) -> str:
+    return f"{conn.client.host}:{conn.client.port}" if conn.client else "?"
+
+
+def create_app(settings: Settings) -> Starlette:
+    relay = Relay(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await relay.store.open()
+        try:
+            yield
+        finally:
+            await relay.store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", relay.index),
+            Route("/api/kernels", relay.kernels),
+            Route("/api/messages", relay.messages),
+            WebSocketRoute("/ws/view", relay.view),
+            WebSocketRoute("/ws/ingest", relay.ingest),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.relay = relay
+    return app

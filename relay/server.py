@@ -1,0 +1,103 @@
+"""Running the daemon: bind the port, announce it in the runtime file, serve, clean up."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import socket
+import sys
+
+import uvicorn
+
+from . import __version__
+from .app import create_app
+from .errors import NbrelayError
+from .runtime import remove_runtime_file, write_runtime_file
+from .settings import Settings
+
+
+class RedactToken(logging.Filter):
+    """Keeps the token out of every log line, however it was sent (query, header, error text)."""
+
+    _query = re.compile(r"(token=)[^&\s\"']+")
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self._query.sub(r"\1[redacted]", message.replace(self._token, "[redacted]"))
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s"))
+    handler.addFilter(RedactToken(settings.token))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen before serving, so that a busy port is a one-line error and port 0 is resolved."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise NbrelayError(
+                f"port {port} on {host} is already in use: pick another with --port "
+                "(or --port 0 for any free port)"
+            ) from None
+        raise NbrelayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(settings: Settings) -> None:
+    """Run the daemon in the foreground until SIGINT or SIGTERM."""
+    configure_logging(settings)
+    sock = bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    url = url_of(settings.host, port)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,  # ours, above: one format and the token filter for every logger
+        access_log=False,
+        ws_max_size=settings.max_frame_bytes,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    pid = os.getpid()
+    write_runtime_file(
+        {
+            "url": url,
+            "host": settings.host,
+            "port": port,
+            "token": settings.token,
+            "pid": pid,
+            "db": str(settings.db),
+            "version": __version__,
+        }
+    )
+    print(
+        f"nbrelay {__version__} is storing kernel output in {settings.db}\n"
+        f"    Viewer: {url}#token={settings.token}\n"
+        "    In a notebook: %load_ext nbrelay",
+        flush=True,
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remove_runtime_file(pid)
+        sock.close()
+    if not server.started:
+        raise NbrelayError("the daemon could not start: see the log above")

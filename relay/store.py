@@ -1,0 +1,296 @@
+"""SQLite storage: one writer that commits in batches, one reader, and "new rows" wake-ups.
+
+Every record gets a ``seq`` here. The writer task owns the only write connection and
+assigns seqs itself, in commit order, so rows become visible strictly in seq order and a
+reader that asks for ``seq > cursor`` can never skip one: viewers need no queue of their own.
+``records.seq`` is AUTOINCREMENT, so SQLite never reuses a seq, even after rows are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from . import protocol
+from .protocol import Hello, Output
+
+log = logging.getLogger("nbrelay.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kernel_id TEXT NOT NULL,
+    msg_type TEXT NOT NULL,
+    body TEXT NOT NULL  -- the record as sent to clients, without "seq"
+);
+CREATE INDEX IF NOT EXISTS records_by_kernel ON records (kernel_id, seq);
+CREATE TABLE IF NOT EXISTS sessions (
+    session TEXT PRIMARY KEY,  -- one kernel process
+    kernel_id TEXT NOT NULL,
+    acked INTEGER NOT NULL     -- its messages 1..acked are stored
+);
+CREATE TABLE IF NOT EXISTS kernels (
+    kernel_id TEXT PRIMARY KEY,
+    notebook TEXT,
+    hostname TEXT,
+    pid INTEGER,
+    started TEXT,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    last_time TEXT,
+    execution_state TEXT
+);
+"""
+
+KERNEL_FIELDS = (
+    "kernel_id",
+    "notebook",
+    "hostname",
+    "pid",
+    "started",
+    "first_seq",
+    "last_seq",
+    "last_time",
+    "execution_state",
+)
+
+
+class StoreClosed(RuntimeError):
+    """The store was closed while a caller was waiting on it."""
+
+
+@dataclass
+class _Write:
+    """A unit of work for the writer: a hello (``outputs`` is None) or a batch."""
+
+    hello: Hello
+    outputs: Sequence[Output] | None
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class _KernelUpdate:
+    first_seq: int
+    last_seq: int = 0
+    last_time: str = ""
+    execution_state: str | None = None
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.head = 0  # last committed seq
+        self._kernel_heads: dict[str, int] = {}
+        self._acked: dict[str, int] = {}  # session -> acked, for sessions seen since start
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._new_rows = asyncio.Event()
+        self._closed = False
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await aiosqlite.connect(self.path)
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        await self._writer.execute("PRAGMA synchronous=NORMAL")
+        await self._writer.executescript(SCHEMA)
+        await self._writer.commit()
+        rows = await self._writer.execute_fetchall(
+            "SELECT max(seq) FROM records UNION ALL "
+            "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+        )
+        self.head = max((r[0] for r in rows if r[0] is not None), default=0)
+        for kernel_id, last_seq in await self._writer.execute_fetchall(
+            "SELECT kernel_id, last_seq FROM kernels"
+        ):
+            self._kernel_heads[kernel_id] = last_seq or 0
+        self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def open_session(self, hello: Hello) -> int:
+        """Register a kernel process; returns how far its messages are already stored."""
+        return await self._submit(_Write(hello, None))
+
+    async def append(self, hello: Hello, outputs: Sequence[Output]) -> int:
+        """Store a batch; returns the session's new ``acked`` once it is committed."""
+        return await self._submit(_Write(hello, outputs))
+
+    async def _submit(self, write: _Write) -> int:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        self._queue.put_nowait(write)
+        return await write.done
+
+    async def _write_loop(self) -> None:
+        while True:
+            writes = [await self._queue.get()]
+            while not self._queue.empty():
+                writes.append(self._queue.get_nowait())
+            try:
+                await self._commit(writes)
+            except Exception as exc:  # a failed commit fails its writers, not the daemon
+                log.error("cannot store %d writes: %s", len(writes), exc)
+                assert self._writer is not None
+                await self._writer.rollback()
+                for w in writes:
+                    if not w.done.done():
+                        w.done.set_exception(exc)
+            finally:
+                for _ in writes:
+                    self._queue.task_done()
+
+    async def _commit(self, writes: list[_Write]) -> None:
+        """One transaction for everything queued: the group commit that makes ingest fast."""
+        assert self._writer is not None
+        db = self._writer
+        acked: dict[str, int] = {}  # session -> acked once this commits
+        results: list[int] = []
+        rows: list[tuple[int, str, str, str]] = []
+        hellos: dict[str, Hello] = {}
+        kernels: dict[str, _KernelUpdate] = {}
+        seq = self.head
+
+        for w in writes:
+            hello = w.hello
+            current = acked.get(hello.session)
+            if current is None:
+                current = await self._stored_acked(hello)
+            if w.outputs is None:
+                hellos[hello.kernel_id] = hello
+                records = [protocol.start_record(hello)] if current < 0 else []
+                current = max(current, 0)
+            else:
+                assert current >= 0, "the ingest handler opens the session before any batch"
+                records, current = protocol.plan_batch(hello, current, w.outputs)
+            acked[hello.session] = current
+            results.append(current)
+            if not records:
+                continue
+            update = kernels.setdefault(hello.kernel_id, _KernelUpdate(first_seq=seq + 1))
+            for rec in records:
+                seq += 1
+                rows.append((seq, rec.kernel_id, rec.msg_type, rec.body))
+            update.last_seq = seq
+            for out in w.outputs or ():
+                update.last_time = out.time
+                if out.msg_type == "status":
+                    state = out.content.get("execution_state")
+                    update.execution_state = state if isinstance(state, str) else None
+
+        if hellos:
+            await db.executemany(
+                "INSERT INTO kernels (kernel_id, notebook, hostname, pid, started) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kernel_id) DO UPDATE SET "
+                "notebook = excluded.notebook, hostname = excluded.hostname, "
+                "pid = excluded.pid, started = excluded.started",
+                [(h.kernel_id, h.notebook, h.hostname, h.pid, h.started) for h in hellos.values()],
+            )
+        if rows:
+            await db.executemany(
+                "INSERT INTO records (seq, kernel_id, msg_type, body) VALUES (?, ?, ?, ?)", rows
+            )
+            await db.executemany(
+                "UPDATE kernels SET first_seq = coalesce(first_seq, ?), last_seq = ?, "
+                "last_time = coalesce(nullif(?, ''), last_time), "
+                "execution_state = coalesce(?, execution_state) WHERE kernel_id = ?",
+                [
+                    (u.first_seq, u.last_seq, u.last_time, u.execution_state, kernel_id)
+                    for kernel_id, u in kernels.items()
+                ],
+            )
+        sessions = {w.hello.session: w.hello.kernel_id for w in writes}
+        await db.executemany(
+            "INSERT INTO sessions (session, kernel_id, acked) VALUES (?, ?, ?) "
+            "ON CONFLICT (session) DO UPDATE SET acked = excluded.acked",
+            [(s, k, acked[s]) for s, k in sessions.items()],
+        )
+        await db.commit()
+
+        # Committed: publish. Nothing above may change in-memory state before this point.
+        self.head = seq
+        self._acked.update(acked)
+        for kernel_id, u in kernels.items():
+            self._kernel_heads[kernel_id] = u.last_seq
+        for w, result in zip(writes, results, strict=True):
+            w.done.set_result(result)
+        if rows:
+            self._wake()
+
+    async def _stored_acked(self, hello: Hello) -> int:
+        """The session's ``acked``, or -1 for a session never seen."""
+        known = self._acked.get(hello.session)
+        if known is not None:
+            return known
+        assert self._writer is not None
+        rows = list(
+            await self._writer.execute_fetchall(
+                "SELECT acked FROM sessions WHERE session = ?", (hello.session,)
+            )
+        )
+        return int(rows[0][0]) if rows else -1
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        event, self._new_rows = self._new_rows, asyncio.Event()
+        event.set()
+
+    async def wait_beyond(self, seq: int) -> None:
+        """Return once a record with a seq above ``seq`` is committed."""
+        while self.head <= seq:
+            if self._closed:
+                raise StoreClosed("the store is closed")
+            await self._new_rows.wait()
+
+    def kernel_head(self, kernel_id: str | None) -> int:
+        """The last committed seq, overall or of one kernel."""
+        return self.head if kernel_id is None else self._kernel_heads.get(kernel_id, 0)
+
+    async def read(
+        self, after: int, limit: int, kernel_id: str | None = None
+    ) -> list[tuple[int, str]]:
+        """Up to ``limit`` records with ``seq > after``, in order, as ``(seq, JSON text)``."""
+        assert self._reader is not None
+        if kernel_id is None:
+            rows = await self._reader.execute_fetchall(
+                "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            )
+        else:
+            rows = await self._reader.execute_fetchall(
+                "SELECT seq, body FROM records WHERE kernel_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (kernel_id, after, limit),
+            )
+        return [(seq, protocol.record_json(seq, body)) for seq, body in rows]
+
+    async def kernels(self) -> list[dict[str, Any]]:
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(
+            f"SELECT {', '.join(KERNEL_FIELDS)} FROM kernels ORDER BY last_seq DESC"
+        )
+        return [dict(zip(KERNEL_FIELDS, row, strict=True)) for row in rows]

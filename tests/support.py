@@ -1,0 +1,274 @@
+"""Real parts for the tests: the daemon as a process, a real ipykernel, a real WebSocket viewer.
+
+Every wait is on a condition with a deadline. NBRELAY_TEST_TIMEOUT_FACTOR stretches the
+deadlines on slow machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from jupyter_client.manager import KernelManager
+from websockets.sync.client import ClientConnection, connect
+
+T = TypeVar("T")
+FACTOR = float(os.environ.get("NBRELAY_TEST_TIMEOUT_FACTOR", "1"))
+CAPTURED = {
+    "stream",
+    "error",
+    "display_data",
+    "update_display_data",
+    "execute_result",
+    "clear_output",
+    "execute_input",
+    "status",
+}
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout * FACTOR
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout * FACTOR:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """``nbrelay serve`` in its own process, on a free loopback port, with a temp database."""
+
+    def __init__(self, workdir: Path, token: str = "test-token-" + uuid.uuid4().hex) -> None:
+        self.workdir = workdir
+        self.db = workdir / "nbrelay.sqlite3"
+        self.token = token
+        self.runtime_dir = workdir / "runtime"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.starts = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NBRELAY_")}
+        env["JUPYTER_RUNTIME_DIR"] = str(self.runtime_dir)
+        return env
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.runtime_dir / "nbrelay.json"
+
+    def start(self, *extra: str) -> Daemon:
+        self.starts += 1
+        log = self.workdir / f"daemon-{self.starts}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nbrelay",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--db",
+                    str(self.db),
+                    "--token",
+                    self.token,
+                    *extra,
+                ],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        pid = self.proc.pid
+
+        def announced() -> dict[str, Any] | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                info = json.loads(self.runtime_file.read_text())
+            except (OSError, ValueError):
+                return None
+            return info if info.get("pid") == pid else None
+
+        info = wait_for(announced, 15, "the daemon's runtime file")
+        self.url = info["url"]
+        wait_for(self._answers, 15, "the daemon to answer")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return self.get("api/kernels").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("daemon-*.log"))
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as in a crash."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15 * FACTOR)
+
+    def get(self, path: str, token: str | None = None, **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
+        return httpx.get(self.url + path, params=params, headers=headers, timeout=10 * FACTOR)
+
+    def messages(self, since: int = 0, kernel_id: str | None = None) -> list[dict[str, Any]]:
+        """Every stored record after ``since``, following the API's pages."""
+        records: list[dict[str, Any]] = []
+        while True:
+            params: dict[str, Any] = {"since": since}
+            if kernel_id:
+                params["kernel_id"] = kernel_id
+            response = self.get("api/messages", **params)
+            response.raise_for_status()
+            page = response.json()["messages"]
+            if not page:
+                return records
+            records.extend(page)
+            since = page[-1]["seq"]
+
+    @contextmanager
+    def viewer(self, since: int = 0, kernel_id: str | None = None) -> Iterator[Viewer]:
+        query = f"since={since}&token={self.token}"
+        if kernel_id:
+            query += f"&kernel_id={kernel_id}"
+        ws_url = self.url.replace("http://", "ws://") + "ws/view?" + query
+        with connect(ws_url, proxy=None, max_size=None) as ws:
+            yield Viewer(ws)
+
+
+class Viewer:
+    """A /ws/view client that keeps everything it received, records and notices apart."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.records: list[dict[str, Any]] = []
+        self.notices: list[dict[str, Any]] = []
+
+    def receive(self, timeout: float = 10) -> None:
+        data = json.loads(self.ws.recv(timeout=timeout * FACTOR))
+        if isinstance(data, list):
+            self.records.extend(data)
+        else:
+            assert "seq" not in data and "type" in data, data
+            self.notices.append(data)
+
+    def until(self, condition: Callable[[Viewer], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout * FACTOR
+        while not condition(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("viewer: timed out")
+            self.receive(remaining / FACTOR)
+
+    def caught_up(self) -> None:
+        self.until(lambda v: any(n["type"] == "caught_up" for n in v.notices))
+
+
+class Kernel:
+    """A real ipykernel started through jupyter_client, as Jupyter server starts one."""
+
+    def __init__(self, runtime_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.kernel_id = str(uuid.uuid4())
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.km = KernelManager(
+            kernel_name="python3",
+            connection_file=str(runtime_dir / f"kernel-{self.kernel_id}.json"),
+        )
+        # ipykernel stops capturing file-descriptor output when it sees PYTEST_CURRENT_TEST.
+        kernel_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("NBRELAY_") and k != "PYTEST_CURRENT_TEST"
+        }
+        kernel_env.update(
+            JUPYTER_RUNTIME_DIR=str(runtime_dir), JPY_SESSION_NAME="work/analysis.ipynb"
+        )
+        kernel_env.update(env or {})
+        self.km.start_kernel(env=kernel_env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60 * FACTOR)
+
+    def run(
+        self,
+        code: str,
+        timeout: float = 60,
+        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Execute ``code``; return the IOPub messages of that execution, as the client saw them.
+
+        Output written at the file-descriptor level can reach IOPub after the kernel went
+        idle (a thread forwards the pipe); ``until`` keeps reading until it has arrived.
+        """
+        msg_id = self.kc.execute(code)
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout * FACTOR
+        idle = False
+        while not (idle and (until is None or until(seen))):
+            msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            seen.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                reply = self.kc.get_shell_msg(timeout=timeout * FACTOR)
+                assert reply["parent_header"]["msg_id"] == msg_id
+                idle = True
+        return seen
+
+    def run_ok(
+        self,
+        code: str,
+        timeout: float = 60,
+        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        msgs = self.run(code, timeout, until)
+        errors = [m["content"] for m in msgs if m["msg_type"] == "error"]
+        assert not errors, errors
+        return msgs
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def stream_text(msgs: list[dict[str, Any]]) -> str:
+    return "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
+
+
+def as_record(msg: dict[str, Any]) -> dict[str, Any]:
+    """What the relay should hold for an IOPub message the client received."""
+    return {
+        "msg_id": msg["header"]["msg_id"],
+        "msg_type": msg["msg_type"],
+        "parent_msg_id": msg["parent_header"].get("msg_id"),
+        "content": msg["content"],
+    }
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in ("msg_id", "msg_type", "parent_msg_id", "content")}

@@ -1,0 +1,163 @@
+"""The kernel hook in a real ipykernel: what the notebook client sees is what the relay stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from support import CAPTURED, Daemon, Kernel, as_record, comparable, stream_text, wait_for
+
+EVERY_OUTPUT = r"""
+import ctypes, os, subprocess, sys
+from IPython.display import HTML, Image, clear_output, display, update_display
+print("to stdout")
+print("to stderr", file=sys.stderr)
+sys.stdout.flush(); sys.stderr.flush()
+libc = ctypes.CDLL(None)
+libc.printf(b"from C via printf\n"); libc.fflush(None)
+os.system("echo from a shell")
+subprocess.run([sys.executable, "-c", "print('from a subprocess')"])
+handle = display(HTML("<b>first</b>"), display_id=True)
+update_display(HTML("<i>second</i>"), display_id=handle.display_id)
+display(Image(data=b"\x89PNG\r\n\x1a\n" + b"\0" * 16, format="png"))
+print("before clear")
+clear_output(wait=True)
+print("after clear \u2713 \U0001F600")
+{"a": [1, 2.5, None, True], "b": "\u00e9"}
+"""
+
+FORKED_CHILDREN = r"""
+import multiprocessing
+def work(i):
+    print(f"child {i} says hello", flush=True)
+ctx = multiprocessing.get_context("fork")
+procs = [ctx.Process(target=work, args=(i,)) for i in range(3)]
+for p in procs: p.start()
+for p in procs: p.join()
+print("parent done")
+"""
+
+
+def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The relay's records for the executions of ``msgs``, once all of them arrived."""
+    parents = {m["parent_header"]["msg_id"] for m in msgs}
+    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
+
+    def arrived() -> list[dict[str, Any]] | None:
+        records = [
+            r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["parent_msg_id"] in parents
+        ]
+        return records if wanted <= {r["msg_id"] for r in records} else None
+
+    return wait_for(arrived, 20, "the relay to hold every message")
+
+
+def test_every_output_type_arrives_unchanged(daemon: Daemon, kernel: Kernel) -> None:
+    """Streams (also from C and subprocesses), displays, updates, clears, results: all unchanged."""
+    lines = ("to stdout", "to stderr", "from C via printf", "from a shell", "from a subprocess")
+    msgs = kernel.run_ok(
+        EVERY_OUTPUT, until=lambda seen: all(x in stream_text(seen) for x in lines)
+    )
+    types = {m["msg_type"] for m in msgs}
+    assert CAPTURED - {"error"} <= types, types
+    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
+    assert [comparable(r) for r in relayed(daemon, kernel, msgs)] == expected
+
+
+def test_errors_arrive_with_their_traceback(daemon: Daemon, kernel: Kernel) -> None:
+    """An exception's error message is stored exactly as the client got it, colours included."""
+    msgs = kernel.run("def f():\n    raise ValueError('bad value')\nf()")
+    errors = [m for m in msgs if m["msg_type"] == "error"]
+    assert errors and errors[0]["content"]["ename"] == "ValueError"
+    records = relayed(daemon, kernel, msgs)
+    assert [comparable(r) for r in records] == [
+        as_record(m) for m in msgs if m["msg_type"] in CAPTURED
+    ]
+    assert any("\x1b[" in line for line in records[-2]["content"]["traceback"])
+
+
+def test_forked_children_output_arrives(daemon: Daemon, kernel: Kernel) -> None:
+    """Output of multiprocessing children (fork) is relayed like the notebook shows it."""
+    lines = [f"child {i} says hello" for i in range(3)]
+    msgs = kernel.run_ok(
+        FORKED_CHILDREN, until=lambda seen: all(x in stream_text(seen) for x in lines)
+    )
+    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
+    assert [comparable(r) for r in relayed(daemon, kernel, msgs)] == expected
+
+
+def test_records_describe_the_kernel(daemon: Daemon, kernel: Kernel) -> None:
+    """The kernel list names the kernel by id and notebook, and knows it is connected and idle."""
+    kernel.run_ok("print('hi')")
+
+    def listed() -> dict[str, Any] | None:
+        kernels = daemon.get("api/kernels").json()["kernels"]
+        return next(
+            (
+                k
+                for k in kernels
+                if k["kernel_id"] == kernel.kernel_id
+                and k["execution_state"] == "idle"
+                and k["last_seq"]
+            ),
+            None,
+        )
+
+    info = wait_for(listed, 10, "the kernel in /api/kernels")
+    pid = kernel.run_ok("import os; print(os.getpid())")[-2]["content"]["text"].strip()
+    assert info["notebook"] == "work/analysis.ipynb"
+    assert info["connected"] is True
+    assert info["pid"] == int(pid)
+    assert info["hostname"] and info["started"] and info["first_seq"] >= 1
+    start = daemon.messages(kernel_id=kernel.kernel_id)[0]
+    assert start["msg_type"] == "nbrelay.start" and start["content"]["pid"] == int(pid)
+
+
+def test_unload_restores_the_kernel_and_flushes(daemon: Daemon, kernel_factory: Any) -> None:
+    """%unload_ext delivers what is pending, then restores the class's own method."""
+    k = kernel_factory()
+    probe = (
+        "print(type(get_ipython().kernel.iopub_thread).__dict__['_really_send'] is "
+        "getattr(get_ipython().kernel.iopub_thread._really_send, '__func__', None))"
+    )
+    before = k.run_ok(probe)
+    assert before[-2]["content"]["text"] == "True\n"
+    k.run_ok("%load_ext nbrelay")
+    k.run_ok("%load_ext nbrelay")  # loading twice is harmless
+    k.run_ok("import nbrelay; nbrelay.load_ipython_extension(get_ipython())")
+    assert k.run_ok(probe)[-2]["content"]["text"] == "False\n"
+    last = k.run_ok("for i in range(200): print(i, flush=True)\n%unload_ext nbrelay")
+    after = k.run_ok(probe)
+    assert after[-2]["content"]["text"] == "True\n"
+    # Everything up to the unload was delivered, once; nothing after it was captured.
+    stored = [r["msg_id"] for r in daemon.messages(kernel_id=k.kernel_id)]
+    assert len(stored) == len(set(stored))
+    streams = {m["header"]["msg_id"] for m in last if m["msg_type"] == "stream"}
+    assert streams <= set(stored)
+    assert not {m["header"]["msg_id"] for m in after} & set(stored)
+    # Loading again continues the same kernel process's stream: no new start record.
+    k.run_ok("%load_ext nbrelay")
+    again = k.run_ok("print('back')")
+    ids = {m["header"]["msg_id"] for m in again if m["msg_type"] in CAPTURED}
+    wait_for(
+        lambda: ids <= {r["msg_id"] for r in daemon.messages(kernel_id=k.kernel_id)},
+        10,
+        "output after reloading",
+    )
+    starts = [r for r in daemon.messages(kernel_id=k.kernel_id) if r["msg_type"] == "nbrelay.start"]
+    assert len(starts) == 1
+
+
+def test_plain_ipython_is_refused_politely(tmp_path: Any) -> None:
+    """Outside a Jupyter kernel the extension says so and changes nothing."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--quick", "-c", "%load_ext nbrelay"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0
+    assert "not a Jupyter kernel" in out.stderr
