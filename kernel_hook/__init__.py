@@ -67,13 +67,20 @@ def _buffer_bytes() -> int:
 
 
 def _setup_logging() -> None:
-    """Our warnings go to the kernel's real stderr (the server's log), never into a cell."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.__stderr__)
-        handler.setFormatter(logging.Formatter("[%(levelname)s %(name)s] %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-        log.setLevel(logging.INFO)
+    """Our warnings go to the kernel's own stderr (the Jupyter server's log), never into a cell.
+
+    ipykernel redirects file descriptor 2 into the notebook too; it keeps a copy of the
+    original descriptor, and that is where a kernel's log belongs.
+    """
+    if log.handlers:
+        return
+    original = getattr(sys.stderr, "_original_stdstream_copy", None)
+    stream = os.fdopen(os.dup(original), "w", buffering=1) if isinstance(original, int) else None
+    handler = logging.StreamHandler(stream or sys.__stderr__)
+    handler.setFormatter(logging.Formatter("[%(levelname)s %(name)s] %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
 
 
 def _flush_at_exit() -> None:

@@ -209,7 +209,9 @@ class Kernel:
             JUPYTER_RUNTIME_DIR=str(runtime_dir), JPY_SESSION_NAME="work/analysis.ipynb"
         )
         kernel_env.update(env or {})
-        self.km.start_kernel(env=kernel_env)
+        self.log_path = runtime_dir / f"kernel-{self.kernel_id}.log"
+        with self.log_path.open("wb") as log:  # the kernel's own stderr: the server's log
+            self.km.start_kernel(env=kernel_env, stdout=log, stderr=log)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60 * FACTOR)

@@ -1,0 +1,201 @@
+"""The delivery contract: every message a kernel sent is stored exactly once, in order,
+through daemon crashes and absences; replay from any seq is exact and joins live output
+without a gap or a duplicate."""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from support import CAPTURED, Daemon, Kernel, as_record, comparable, stream_text, wait_for
+from websockets.sync.client import connect
+
+from nbrelay import protocol
+
+STREAM = """
+import time
+for i in range({count}):
+    print(f"line {{i}}", flush=True)
+    if i % 50 == 0:
+        time.sleep(0.05)  # spread the output over a few seconds
+"""
+
+
+def stored_for(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the executions in ``msgs``, once every one of those messages arrived."""
+    parents = {m["parent_header"]["msg_id"] for m in msgs}
+    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
+
+    def arrived() -> list[dict[str, Any]] | None:
+        records = [
+            r
+            for r in daemon.messages(kernel_id=kernel.kernel_id)
+            if r["parent_msg_id"] in parents
+        ]
+        return records if wanted <= {r["msg_id"] for r in records} else None
+
+    return wait_for(arrived, 30, "every message in the relay")
+
+
+def head(daemon: Daemon, kernel: Kernel | None = None) -> int:
+    """The last seq stored (for ``kernel``), cheaply: one small API call."""
+    params = {"kernel_id": kernel.kernel_id} if kernel else {}
+    return int(daemon.get("api/messages", limit=1, **params).json()["last_seq"])
+
+
+def test_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(
+    daemon: Daemon, kernel: Kernel
+) -> None:
+    """SIGKILL the daemon twice while a cell prints 3000 lines: each stored once, in order."""
+
+    def crash_twice() -> None:
+        for threshold in (300, 1200):
+            wait_for(lambda t=threshold: head(daemon, kernel) >= t, 30, "output to flow")
+            daemon.kill()
+            daemon.start()
+
+    # The kernel client stays on this thread (jupyter_client's loops are per thread).
+    with ThreadPoolExecutor(1) as pool:
+        faults = pool.submit(crash_twice)
+        msgs = kernel.run_ok(STREAM.format(count=3000), 120)
+        faults.result()
+    assert daemon.starts == 3
+    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
+    records = stored_for(daemon, kernel, msgs)
+    assert [comparable(r) for r in records] == expected
+    seqs = [r["seq"] for r in daemon.messages()]
+    assert seqs == sorted(set(seqs))
+
+
+def test_output_made_while_no_daemon_runs_arrives_in_order(tmp_path: Path) -> None:
+    """A kernel that starts before the daemon buffers its output and delivers it once it starts."""
+    daemon = Daemon(tmp_path)
+    kernel = Kernel(daemon.runtime_dir)
+    try:
+        loaded = kernel.run_ok("%load_ext nbrelay")
+        assert "once it runs" in stream_text(loaded)
+        msgs = kernel.run_ok("for i in range(100): print(i, flush=True)\n1 + 1")
+        # The hook's warning goes to the kernel's log, not into the notebook.
+        wait_for(lambda: "no nbrelay daemon found" in kernel.log_path.read_text(), 10, "a warning")
+        assert "daemon found" not in stream_text(loaded + msgs)
+        daemon.start()
+        records = stored_for(daemon, kernel, msgs)
+        expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
+        assert [comparable(r) for r in records] == expected
+    finally:
+        kernel.shutdown()
+        if daemon.proc is not None:
+            daemon.stop()
+
+
+def test_buffer_overflow_leaves_an_explicit_gap(tmp_path: Path) -> None:
+    """With the daemon away and the buffer full, the oldest output goes, and a gap record says how much."""
+    daemon = Daemon(tmp_path)
+    kernel = Kernel(daemon.runtime_dir, {"NBRELAY_BUFFER_BYTES": "30000"})
+    try:
+        loaded = kernel.run_ok("%load_ext nbrelay")
+        msgs = kernel.run_ok("for i in range(400): print(i, flush=True)")
+        daemon.start()
+        # What the hook captured: from its own "relaying" line on, then the whole second cell.
+        first = next(i for i, m in enumerate(loaded) if m["msg_type"] == "stream")
+        captured = [as_record(m) for m in loaded[first:] + msgs if m["msg_type"] in CAPTURED]
+        last_id = captured[-1]["msg_id"]
+        wait_for(
+            lambda: any(r["msg_id"] == last_id for r in daemon.messages(kernel_id=kernel.kernel_id)),
+            20,
+            "the newest output",
+        )
+        records = daemon.messages(kernel_id=kernel.kernel_id)
+        assert [r["msg_type"] for r in records[:2]] == ["nbrelay.start", "nbrelay.gap"]
+        gap, kept = records[1]["content"], records[2:]
+        assert gap["first_n"] == 1 and gap["dropped"] == gap["last_n"] > 0
+        assert gap["dropped"] + len(kept) == len(captured)
+        assert [comparable(r) for r in kept] == captured[gap["dropped"] :]
+    finally:
+        kernel.shutdown()
+        if daemon.proc is not None:
+            daemon.stop()
+
+
+def test_replay_from_any_seq_joins_live_output_exactly(daemon: Daemon, kernel: Kernel) -> None:
+    """Viewers connecting at random seqs while output flows each get exactly the records after it."""
+    kernel.run_ok("print('warm up')")
+    rng = random.Random(7)
+
+    def connect_viewers() -> list[tuple[int, Any]]:
+        viewers = []
+        first = head(daemon)
+        for threshold in (50, 300, 600, 900, 1200):  # connect at different points of the stream
+            wait_for(lambda t=threshold: head(daemon) >= first + t, 20, "more output")
+            since = rng.randint(0, head(daemon))
+            context = daemon.viewer(since=since)
+            viewers.append((since, context, context.__enter__()))
+        return viewers
+
+    with ThreadPoolExecutor(1) as pool:
+        connecting = pool.submit(connect_viewers)
+        msgs = kernel.run_ok(STREAM.format(count=1500), 120)
+        viewers = connecting.result()
+    stored_for(daemon, kernel, msgs)
+    everything = daemon.messages()
+    final = everything[-1]["seq"]
+    for since, context, viewer in viewers:
+        viewer.until(lambda v: bool(v.records) and v.records[-1]["seq"] >= final)
+        viewer.caught_up()
+        context.__exit__(None, None, None)
+        assert viewer.records == [r for r in everything if r["seq"] > since]
+
+
+def test_viewer_filtered_by_kernel(daemon: Daemon, kernel_factory: Any) -> None:
+    """kernel_id= limits replay and live records to that kernel."""
+    a, b = kernel_factory(), kernel_factory()
+    for k in (a, b):
+        k.run_ok("%load_ext nbrelay")
+    with daemon.viewer(kernel_id=a.kernel_id) as viewer:
+        viewer.caught_up()
+        msgs = a.run_ok("print('from a')")
+        b.run_ok("print('from b')")
+        last = msgs[-1]["header"]["msg_id"]
+        viewer.until(lambda v: any(r["msg_id"] == last for r in v.records))
+    assert {r["kernel_id"] for r in viewer.records} == {a.kernel_id}
+    assert viewer.records == daemon.messages(kernel_id=a.kernel_id)
+
+
+def ingest(daemon: Daemon) -> Any:
+    return connect(
+        daemon.url.replace("http://", "ws://") + "ws/ingest",
+        additional_headers={"Authorization": f"Bearer {daemon.token}"},
+        proxy=None,
+    )
+
+
+def batch(*numbers: int) -> str:
+    content = '{"name":"stdout","text":"x"}'
+    return protocol.encode_batch(
+        protocol.encode_output(n, f"m{n}", "stream", "p", "t", content) for n in numbers
+    )
+
+
+def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
+    """The daemon's half of the contract, spoken directly: resends are ignored, jumps recorded."""
+    hello = protocol.Hello("raw-kernel", "raw-session", None, "h", 1, "t").encode()
+    with ingest(daemon) as ws:
+        ws.send(hello)
+        assert json.loads(ws.recv(10))["acked"] == 0
+        ws.send(batch(1, 2, 3))
+        assert json.loads(ws.recv(10)) == {"type": "ack", "acked": 3}
+    with ingest(daemon) as ws:  # a reconnect resends from an older point
+        ws.send(hello)
+        assert json.loads(ws.recv(10))["acked"] == 3
+        ws.send(batch(2, 3, 4))
+        assert json.loads(ws.recv(10))["acked"] == 4
+        ws.send(batch(7))
+        assert json.loads(ws.recv(10))["acked"] == 7
+    records = daemon.messages(kernel_id="raw-kernel")
+    assert [r["msg_id"] for r in records] == [
+        "raw-session:start", "m1", "m2", "m3", "m4", "raw-session:gap:5", "m7"
+    ]
+    assert records[5]["content"]["dropped"] == 2
