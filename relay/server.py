@@ -6,8 +6,12 @@ import errno
 import logging
 import os
 import re
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -16,6 +20,8 @@ from .app import create_app
 from .errors import NbrelayError
 from .runtime import remove_runtime_file, write_runtime_file
 from .settings import Settings
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class RedactToken(logging.Filter):
@@ -58,6 +64,26 @@ def bind(host: str, port: int) -> socket.socket:
         raise NbrelayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, except that SIGINT and SIGTERM end in a clean exit.
+
+    uvicorn re-raises the signal once it has shut down, which kills the process before our
+    cleanup (the runtime file) runs; a daemon that was asked to stop should exit with 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def url_of(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
@@ -75,7 +101,7 @@ def serve(settings: Settings) -> None:
         ws_max_size=settings.max_frame_bytes,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     pid = os.getpid()
     write_runtime_file(
         {

@@ -192,7 +192,7 @@ class Viewer {
         return;
       }
       const wait = this.delay * (0.5 + Math.random());
-      this.delay = Math.min(this.delay * 2, 10000);
+      this.delay = Math.min(this.delay * 2, 5000);
       this.setState(`reconnecting in ${Math.round(wait / 1000)} s`, false);
       setTimeout(() => this.connect(), wait);
     };

@@ -70,7 +70,12 @@ class Daemon:
     def runtime_file(self) -> Path:
         return self.runtime_dir / "nbrelay.json"
 
-    def start(self, *extra: str) -> Daemon:
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].rstrip("/"))
+
+    def start(self, *extra: str, port: int = 0) -> Daemon:
+        """Start (or restart) the daemon; ``port`` 0 picks a free one."""
         self.starts += 1
         log = self.workdir / f"daemon-{self.starts}.log"
         with log.open("wb") as out:
@@ -81,7 +86,7 @@ class Daemon:
                     "nbrelay",
                     "serve",
                     "--port",
-                    "0",
+                    str(port),
                     "--db",
                     str(self.db),
                     "--token",
@@ -133,7 +138,8 @@ class Daemon:
         return self.proc.wait(15 * FACTOR)
 
     def get(self, path: str, token: str | None = None, **params: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.get(self.url + path, params=params, headers=headers, timeout=10 * FACTOR)
 
     def messages(self, since: int = 0, kernel_id: str | None = None) -> list[dict[str, Any]]:

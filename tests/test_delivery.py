@@ -85,6 +85,8 @@ def test_output_made_while_no_daemon_runs_arrives_in_order(tmp_path: Path) -> No
         records = stored_for(daemon, kernel, msgs)
         expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
         assert [comparable(r) for r in records] == expected
+        log = kernel.log_path.read_text()
+        assert log.count("no nbrelay daemon found") == 1, log  # said once, not at every retry
     finally:
         kernel.shutdown()
         if daemon.proc is not None:
@@ -199,3 +201,29 @@ def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
         "raw-session:start", "m1", "m2", "m3", "m4", "raw-session:gap:5", "m7"
     ]
     assert records[5]["content"]["dropped"] == 2
+
+
+def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> None:
+    """Ingest keeps being acknowledged while a viewer reads nothing; that viewer later gets
+    every record, in order, from its own cursor."""
+    text = "y" * 1000
+    content = json.dumps({"name": "stdout", "text": text})
+    url = daemon.url.replace("http://", "ws://")
+    with connect(url + f"ws/view?since=0&token={daemon.token}", proxy=None, max_queue=1) as stalled:
+        with ingest(daemon) as ws:
+            ws.send(protocol.Hello("busy", "busy-session", None, "h", 1, "t").encode())
+            ws.recv(10)
+            for start in range(1, 20_001, 500):
+                numbers = range(start, start + 500)
+                entries = [
+                    protocol.encode_output(n, f"m{n}", "stream", "p", "t", content)
+                    for n in numbers
+                ]
+                ws.send(protocol.encode_batch(entries))
+                assert json.loads(ws.recv(10))["acked"] == numbers[-1]
+        received: list[int] = []
+        while len(received) < 20_001:
+            data = json.loads(stalled.recv(10))
+            if isinstance(data, list):
+                received.extend(r["seq"] for r in data)
+        assert received == list(range(1, 20_002))

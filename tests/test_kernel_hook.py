@@ -161,3 +161,17 @@ def test_plain_ipython_is_refused_politely(tmp_path: Any) -> None:
     )
     assert out.returncode == 0
     assert "not a Jupyter kernel" in out.stderr
+
+
+def test_daemon_found_through_environment_variables(daemon: Daemon, tmp_path: Any) -> None:
+    """NBRELAY_URL and NBRELAY_TOKEN point a kernel at a daemon whose runtime file it cannot see."""
+    k = Kernel(tmp_path / "elsewhere", {"NBRELAY_URL": daemon.url, "NBRELAY_TOKEN": daemon.token})
+    try:
+        k.run_ok("%load_ext nbrelay")
+        msgs = k.run_ok("print('via the environment')")
+        records = relayed(daemon, k, msgs)
+        assert [comparable(r) for r in records] == [
+            as_record(m) for m in msgs if m["msg_type"] in CAPTURED
+        ]
+    finally:
+        k.shutdown()

@@ -1,0 +1,81 @@
+"""The `nbrelay` command: flags, the runtime file, clean exits, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from support import FACTOR, Daemon, wait_for
+
+
+def nbrelay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nbrelay", *args],
+        capture_output=True, text=True, timeout=60 * FACTOR, env=env,
+    )
+
+
+def test_help_shows_every_flag_with_its_default_and_variable() -> None:
+    """`nbrelay serve --help` documents each flag, its env variable and its default."""
+    out = nbrelay("serve", "--help").stdout
+    for flag, env in [("--host", "NBRELAY_HOST"), ("--port", "NBRELAY_PORT"), ("--db", "NBRELAY_DB"),
+                      ("--token", "NBRELAY_TOKEN"), ("--log-level", "NBRELAY_LOG_LEVEL")]:
+        assert flag in out and env in out
+    assert "127.0.0.1" in out and "8765" in out and "nbrelay.sqlite3" in out
+    assert "serve" in nbrelay("--help").stdout
+
+
+def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
+    """A port already in use: exit 1 and one clear line, no traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+        out = nbrelay("--port", str(port), "--db", str(tmp_path / "db.sqlite3"), env=env)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"nbrelay: error: port {port} on 127.0.0.1 is already in use: pick another with --port "
+        "(or --port 0 for any free port)"
+    )
+    assert not (tmp_path / "nbrelay.json").exists()
+
+
+def test_runtime_file_is_private_and_removed_on_exit(tmp_path: Path) -> None:
+    """The runtime file (it holds the token) is 0600 while running and gone after SIGTERM."""
+    daemon = Daemon(tmp_path).start()
+    info = json.loads(daemon.runtime_file.read_text())
+    assert stat.S_IMODE(daemon.runtime_file.stat().st_mode) == 0o600
+    assert info["token"] == daemon.token and info["port"] > 0 and info["pid"] == daemon.proc.pid
+    assert info["url"] == f"http://127.0.0.1:{info['port']}/"
+    assert daemon.stop() == 0
+    assert not daemon.runtime_file.exists()
+    assert "#token=" in daemon.log()  # the URL to open, printed like Jupyter's
+
+
+def test_bare_nbrelay_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`nbrelay` alone is `nbrelay serve`; Ctrl-C stops it cleanly."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "NBRELAY_PORT": "0",
+           "NBRELAY_DB": str(tmp_path / "db.sqlite3")}
+    proc = subprocess.Popen([sys.executable, "-m", "nbrelay"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runtime = tmp_path / "nbrelay.json"
+    wait_for(lambda: runtime.exists() and json.loads(runtime.read_text() or "{}").get("pid") == proc.pid,
+             15, "the runtime file")
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=15 * FACTOR)
+    assert proc.returncode == 0, output
+    assert "Viewer: http://127.0.0.1:" in output
+    assert (tmp_path / "db.sqlite3").exists() and not runtime.exists()
+
+
+def test_importing_the_extension_leaves_the_daemon_stack_out() -> None:
+    """A kernel importing nbrelay does not import starlette, uvicorn or aiosqlite."""
+    code = ("import sys, nbrelay, nbrelay.kernel_hook; "
+            "print(sorted(m for m in ('starlette', 'uvicorn', 'aiosqlite') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
