@@ -17,10 +17,15 @@ def fill(daemon: Daemon, count: int) -> None:
     """Store ``count`` messages through the ingest socket."""
     content = '{"name":"stdout","text":"x\\n"}'
     url = daemon.url.replace("http://", "ws://") + "ws/ingest"
-    with connect(url, additional_headers={"Authorization": f"Bearer {daemon.token}"}, proxy=None) as ws:
+    with connect(
+        url, additional_headers={"Authorization": f"Bearer {daemon.token}"}, proxy=None
+    ) as ws:
         ws.send(protocol.Hello("api-kernel", "api-session", None, "h", 1, "t").encode())
         ws.recv(10)
-        entries = [protocol.encode_output(n, f"m{n}", "stream", "p", "t", content) for n in range(1, count + 1)]
+        entries = [
+            protocol.encode_output(n, f"m{n}", "stream", "p", "t", content)
+            for n in range(1, count + 1)
+        ]
         ws.send(protocol.encode_batch(entries))
         assert json.loads(ws.recv(10))["acked"] == count
 
@@ -43,11 +48,13 @@ def test_token_in_query_or_header(daemon: Daemon) -> None:
 
 @pytest.mark.parametrize("path", ["ws/view", "ws/ingest"])
 @pytest.mark.parametrize("query", ["", "?token=wrong"])
-def test_websockets_close_with_1008_without_the_token(daemon: Daemon, path: str, query: str) -> None:
+def test_websockets_close_with_1008_without_the_token(
+    daemon: Daemon, path: str, query: str
+) -> None:
     """A WebSocket without the right token is closed with 1008 before anything is sent."""
-    with connect(daemon.url.replace("http://", "ws://") + path + query, proxy=None) as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(10)
+    url = daemon.url.replace("http://", "ws://") + path + query
+    with connect(url, proxy=None) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
@@ -75,7 +82,15 @@ def test_messages_are_paged_in_seq_order(daemon: Daemon) -> None:
     assert page["last_seq"] == 26  # the start record, then 25 messages
     rest = daemon.get("api/messages", since=20).json()["messages"]
     assert [r["seq"] for r in rest] == list(range(21, 27))
-    assert set(rest[0]) == {"seq", "kernel_id", "msg_id", "msg_type", "parent_msg_id", "time", "content"}
+    assert set(rest[0]) == {
+        "seq",
+        "kernel_id",
+        "msg_id",
+        "msg_type",
+        "parent_msg_id",
+        "time",
+        "content",
+    }
     unknown = daemon.get("api/messages", kernel_id="no-such-kernel").json()
     assert unknown == {"messages": [], "last_seq": 0}
 

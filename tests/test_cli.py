@@ -17,15 +17,23 @@ from support import FACTOR, Daemon, wait_for
 def nbrelay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nbrelay", *args],
-        capture_output=True, text=True, timeout=60 * FACTOR, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60 * FACTOR,
+        env=env,
     )
 
 
 def test_help_shows_every_flag_with_its_default_and_variable() -> None:
     """`nbrelay serve --help` documents each flag, its env variable and its default."""
     out = nbrelay("serve", "--help").stdout
-    for flag, env in [("--host", "NBRELAY_HOST"), ("--port", "NBRELAY_PORT"), ("--db", "NBRELAY_DB"),
-                      ("--token", "NBRELAY_TOKEN"), ("--log-level", "NBRELAY_LOG_LEVEL")]:
+    for flag, env in [
+        ("--host", "NBRELAY_HOST"),
+        ("--port", "NBRELAY_PORT"),
+        ("--db", "NBRELAY_DB"),
+        ("--token", "NBRELAY_TOKEN"),
+        ("--log-level", "NBRELAY_LOG_LEVEL"),
+    ]:
         assert flag in out and env in out
     assert "127.0.0.1" in out and "8765" in out and "nbrelay.sqlite3" in out
     assert "serve" in nbrelay("--help").stdout
@@ -59,13 +67,25 @@ def test_runtime_file_is_private_and_removed_on_exit(tmp_path: Path) -> None:
 
 def test_bare_nbrelay_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """`nbrelay` alone is `nbrelay serve`; Ctrl-C stops it cleanly."""
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "NBRELAY_PORT": "0",
-           "NBRELAY_DB": str(tmp_path / "db.sqlite3")}
-    proc = subprocess.Popen([sys.executable, "-m", "nbrelay"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path),
+        "NBRELAY_PORT": "0",
+        "NBRELAY_DB": str(tmp_path / "db.sqlite3"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbrelay"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     runtime = tmp_path / "nbrelay.json"
-    wait_for(lambda: runtime.exists() and json.loads(runtime.read_text() or "{}").get("pid") == proc.pid,
-             15, "the runtime file")
+    wait_for(
+        lambda: runtime.exists() and json.loads(runtime.read_text() or "{}").get("pid") == proc.pid,
+        15,
+        "the runtime file",
+    )
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=15 * FACTOR)
     assert proc.returncode == 0, output
@@ -75,7 +95,9 @@ def test_bare_nbrelay_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 def test_importing_the_extension_leaves_the_daemon_stack_out() -> None:
     """A kernel importing nbrelay does not import starlette, uvicorn or aiosqlite."""
-    code = ("import sys, nbrelay, nbrelay.kernel_hook; "
-            "print(sorted(m for m in ('starlette', 'uvicorn', 'aiosqlite') if m in sys.modules))")
+    code = (
+        "import sys, nbrelay, nbrelay.kernel_hook; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'aiosqlite') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

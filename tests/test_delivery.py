@@ -31,9 +31,7 @@ def stored_for(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> li
 
     def arrived() -> list[dict[str, Any]] | None:
         records = [
-            r
-            for r in daemon.messages(kernel_id=kernel.kernel_id)
-            if r["parent_msg_id"] in parents
+            r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["parent_msg_id"] in parents
         ]
         return records if wanted <= {r["msg_id"] for r in records} else None
 
@@ -94,7 +92,7 @@ def test_output_made_while_no_daemon_runs_arrives_in_order(tmp_path: Path) -> No
 
 
 def test_buffer_overflow_leaves_an_explicit_gap(tmp_path: Path) -> None:
-    """With the daemon away and the buffer full, the oldest output goes, and a gap record says how much."""
+    """With the daemon away and the buffer full, the oldest output goes; a gap record says so."""
     daemon = Daemon(tmp_path)
     kernel = Kernel(daemon.runtime_dir, {"NBRELAY_BUFFER_BYTES": "30000"})
     try:
@@ -106,7 +104,9 @@ def test_buffer_overflow_leaves_an_explicit_gap(tmp_path: Path) -> None:
         captured = [as_record(m) for m in loaded[first:] + msgs if m["msg_type"] in CAPTURED]
         last_id = captured[-1]["msg_id"]
         wait_for(
-            lambda: any(r["msg_id"] == last_id for r in daemon.messages(kernel_id=kernel.kernel_id)),
+            lambda: any(
+                r["msg_id"] == last_id for r in daemon.messages(kernel_id=kernel.kernel_id)
+            ),
             20,
             "the newest output",
         )
@@ -123,7 +123,7 @@ def test_buffer_overflow_leaves_an_explicit_gap(tmp_path: Path) -> None:
 
 
 def test_replay_from_any_seq_joins_live_output_exactly(daemon: Daemon, kernel: Kernel) -> None:
-    """Viewers connecting at random seqs while output flows each get exactly the records after it."""
+    """Viewers connecting at random seqs while output flows get exactly the records after it."""
     kernel.run_ok("print('warm up')")
     rng = random.Random(7)
 
@@ -198,7 +198,13 @@ def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
         assert json.loads(ws.recv(10))["acked"] == 7
     records = daemon.messages(kernel_id="raw-kernel")
     assert [r["msg_id"] for r in records] == [
-        "raw-session:start", "m1", "m2", "m3", "m4", "raw-session:gap:5", "m7"
+        "raw-session:start",
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+        "raw-session:gap:5",
+        "m7",
     ]
     assert records[5]["content"]["dropped"] == 2
 
@@ -216,8 +222,7 @@ def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> 
             for start in range(1, 20_001, 500):
                 numbers = range(start, start + 500)
                 entries = [
-                    protocol.encode_output(n, f"m{n}", "stream", "p", "t", content)
-                    for n in numbers
+                    protocol.encode_output(n, f"m{n}", "stream", "p", "t", content) for n in numbers
                 ]
                 ws.send(protocol.encode_batch(entries))
                 assert json.loads(ws.recv(10))["acked"] == numbers[-1]

@@ -13,7 +13,7 @@ def put(box: Outbox, count: int, size: int = 100) -> None:
 
 
 def test_numbers_batches_and_acks() -> None:
-    """Messages are numbered from 1, taken in order within the byte budget, and forgotten once acked."""
+    """Messages are numbered from 1, taken in order within the byte budget, forgotten once acked."""
     box = Outbox(limit_bytes=10**6)
     put(box, 5)
     entry_size = 100 + 2 + ENTRY_OVERHEAD

@@ -15,7 +15,9 @@ HELLO = Hello("k1", "s1", "nb.ipynb", "host", 42, "2026-01-01T00:00:00Z")
 
 
 def output(n: int, msg_type: str = "stream") -> Output:
-    return Output(n, f"m{n}", msg_type, "p1", "2026-01-01T00:00:00Z", {"name": "stdout", "text": f"{n}\n"})
+    return Output(
+        n, f"m{n}", msg_type, "p1", "2026-01-01T00:00:00Z", {"name": "stdout", "text": f"{n}\n"}
+    )
 
 
 def test_hello_round_trip() -> None:
@@ -54,8 +56,14 @@ def test_malformed_frames_are_refused_with_a_reason(frame: str | bytes, problem:
 @pytest.mark.parametrize("n", [0, -1, 2**63, True, "1", 1.5])
 def test_bad_message_numbers_are_refused(n: object) -> None:
     """Numbers must be positive integers that SQLite can hold; booleans are not numbers."""
-    message = {"n": n, "msg_id": "m", "msg_type": "stream", "parent_msg_id": None, "time": "t",
-               "content": {}}
+    message = {
+        "n": n,
+        "msg_id": "m",
+        "msg_type": "stream",
+        "parent_msg_id": None,
+        "time": "t",
+        "content": {},
+    }
     with pytest.raises(ProtocolError):
         protocol.decode_batch(json.dumps({"type": "batch", "messages": [message]}))
 
@@ -71,8 +79,13 @@ def test_record_json_splices_the_seq() -> None:
     """A stored body plus its seq is the record clients receive."""
     body = protocol.record_body("k", "m", "stream", None, "t", {"text": "x"})
     assert json.loads(protocol.record_json(7, body)) == {
-        "seq": 7, "kernel_id": "k", "msg_id": "m", "msg_type": "stream", "parent_msg_id": None,
-        "time": "t", "content": {"text": "x"},
+        "seq": 7,
+        "kernel_id": "k",
+        "msg_id": "m",
+        "msg_type": "stream",
+        "parent_msg_id": None,
+        "time": "t",
+        "content": {"text": "x"},
     }
 
 
