@@ -62,6 +62,7 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="nbrelay-sender", daemon=True)
         self._problem: str | None = None
         self._handshakes = 0
+        self._reader_error: Exception | None = None  # why the ack reader stopped
         self.endpoint: Endpoint | None = None
         self.connected = False
 
@@ -121,6 +122,7 @@ class Sender:
                     "nbrelay: connected to %s again; sending what was buffered", endpoint.url
                 )
                 self._problem = None
+            self._reader_error = None
             reader = threading.Thread(
                 target=self._read_acks, args=(ws,), name="nbrelay-acks", daemon=True
             )
@@ -151,7 +153,7 @@ class Sender:
             if entries:
                 ws.send(protocol.encode_batch(entries))
             if not self.connected:
-                raise ConnectionError("the daemon closed the connection")
+                raise self._reader_error or ConnectionError("the daemon closed the connection")
             if self._closing.is_set() and not batch:
                 remaining = self._deadline - time.monotonic()
                 if self.outbox.wait_acked(max(0.0, remaining)) or remaining <= 0:
@@ -162,7 +164,7 @@ class Sender:
             for frame in ws:
                 self.outbox.ack(protocol.decode_ack(frame))
         except (WebSocketException, ProtocolError) as exc:
-            log.debug("ack reader stopped: %s", exc)
+            self._reader_error = exc  # the sender thread reports it
         finally:
             self.connected = False
             self.outbox.wake()

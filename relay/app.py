@@ -122,10 +122,11 @@ class Relay:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if send in done and isinstance(send.exception(), StoreClosed):
+        error = send.exception() if send in done else None
+        if isinstance(error, StoreClosed):
             await ws.close(CLOSE_GOING_AWAY, "nbrelay is shutting down")
-        elif send in done and send.exception() is not None:
-            raise send.exception()  # type: ignore[misc]
+        elif error is not None and not isinstance(error, WebSocketDisconnect | OSError):
+            raise error  # a bug: let Starlette log it; a vanished client is not one
 
     async def _send_records(self, ws: WebSocket, cursor: int, kernel_id: str | None) -> None:
         page = self.settings.page_records

@@ -155,8 +155,7 @@ class Store:
                 await self._commit(writes)
             except Exception as exc:  # a failed commit fails its writers, not the daemon
                 log.error("cannot store %d writes: %s", len(writes), exc)
-                assert self._writer is not None
-                await self._writer.rollback()
+                await self._rollback()
                 for w in writes:
                     if not w.done.done():
                         w.done.set_exception(exc)
@@ -240,6 +239,14 @@ class Store:
             w.done.set_result(result)
         if rows:
             self._wake()
+
+    async def _rollback(self) -> None:
+        """Undo a failed transaction; the writer must survive even if that fails too."""
+        assert self._writer is not None
+        try:
+            await self._writer.rollback()
+        except Exception as exc:
+            log.error("rollback failed too: %s", exc)
 
     async def _stored_acked(self, hello: Hello) -> int:
         """The session's ``acked``, or -1 for a session never seen."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,25 @@ def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> 
             if isinstance(data, list):
                 received.extend(r["seq"] for r in data)
         assert received == list(range(1, 20_002))
+
+
+def test_seqs_are_never_reused_after_rows_are_deleted(daemon: Daemon) -> None:
+    """Deleting the newest rows (as pruning may) does not make the daemon reuse their seqs."""
+    hello = protocol.Hello("seq-kernel", "seq-session", None, "h", 1, "t").encode()
+    with ingest(daemon) as ws:
+        ws.send(hello)
+        ws.recv(10)
+        ws.send(batch(1, 2, 3))
+        ws.recv(10)
+    old_head = daemon.messages()[-1]["seq"]
+    assert daemon.stop() == 0
+    with sqlite3.connect(daemon.db) as db:
+        db.execute("DELETE FROM records WHERE seq > 1")
+    db.close()
+    daemon.start()
+    with ingest(daemon) as ws:
+        ws.send(hello)
+        ws.recv(10)
+        ws.send(batch(4))
+        ws.recv(10)
+    assert [r["seq"] for r in daemon.messages()] == [1, old_head + 1]

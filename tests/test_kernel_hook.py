@@ -175,3 +175,31 @@ def test_daemon_found_through_environment_variables(daemon: Daemon, tmp_path: An
         ]
     finally:
         k.shutdown()
+
+
+def test_wrong_token_is_reported_once_and_nothing_is_lost(daemon: Daemon, tmp_path: Any) -> None:
+    """A refused token is logged once, clearly; the output stays buffered, not stored elsewhere."""
+    k = Kernel(tmp_path / "elsewhere", {"NBRELAY_URL": daemon.url, "NBRELAY_TOKEN": "wrong"})
+    try:
+        k.run_ok("%load_ext nbrelay")
+        k.run_ok("for i in range(3): print(i)")
+        wait_for(lambda: "refused" in k.log_path.read_text(), 10, "the refusal in the kernel log")
+        k.run_ok("print('still running fine')")
+        log = k.log_path.read_text()
+        assert log.count("refused") == 1 and "missing or wrong token" in log
+        assert daemon.get("api/kernels").json()["kernels"] == []
+    finally:
+        k.shutdown()
+
+
+def test_daemon_restarted_with_a_new_token_is_found_again(daemon: Daemon, kernel: Kernel) -> None:
+    """After a restart with a new port and token, the hook reads the runtime file again."""
+    before = kernel.run_ok("print('before')")
+    relayed(daemon, kernel, before)
+    daemon.stop()
+    daemon.token = "a-new-token"
+    daemon.start()
+    after = kernel.run_ok("print('after')")
+    assert [comparable(r) for r in relayed(daemon, kernel, after)] == [
+        as_record(m) for m in after if m["msg_type"] in CAPTURED
+    ]
