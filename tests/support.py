@@ -24,6 +24,8 @@ from websockets.sync.client import ClientConnection, connect
 
 T = TypeVar("T")
 FACTOR = float(os.environ.get("NBRELAY_TEST_TIMEOUT_FACTOR", "1"))
+# The issue's list of what the hook captures, kept apart from nbrelay.protocol.CAPTURED_TYPES
+# on purpose: the tests check the product against it.
 CAPTURED = {
     "stream",
     "error",
@@ -262,6 +264,26 @@ class Kernel:
     def shutdown(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+
+
+def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The relay's records for the executions of ``msgs``, once every captured one arrived."""
+    parents = {m["parent_header"]["msg_id"] for m in msgs}
+    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
+
+    def arrived() -> list[dict[str, Any]] | None:
+        records = [
+            r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["parent_msg_id"] in parents
+        ]
+        return records if wanted <= {r["msg_id"] for r in records} else None
+
+    return wait_for(arrived, 30, "the relay to hold every message")
+
+
+def assert_relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> None:
+    """The relay holds exactly the captured messages of ``msgs``: same content, same order."""
+    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
+    assert [comparable(r) for r in relayed(daemon, kernel, msgs)] == expected
 
 
 def stream_text(msgs: list[dict[str, Any]]) -> str:

@@ -11,7 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from support import CAPTURED, Daemon, Kernel, as_record, comparable, stream_text, wait_for
+from support import (
+    CAPTURED,
+    Daemon,
+    Kernel,
+    as_record,
+    assert_relayed,
+    comparable,
+    relayed,
+    stream_text,
+    wait_for,
+)
 from websockets.sync.client import connect
 
 from nbrelay import protocol
@@ -23,20 +33,6 @@ for i in range({count}):
     if i % 50 == 0:
         time.sleep(0.05)  # spread the output over a few seconds
 """
-
-
-def stored_for(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of the executions in ``msgs``, once every one of those messages arrived."""
-    parents = {m["parent_header"]["msg_id"] for m in msgs}
-    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
-
-    def arrived() -> list[dict[str, Any]] | None:
-        records = [
-            r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["parent_msg_id"] in parents
-        ]
-        return records if wanted <= {r["msg_id"] for r in records} else None
-
-    return wait_for(arrived, 30, "every message in the relay")
 
 
 def head(daemon: Daemon, kernel: Kernel | None = None) -> int:
@@ -62,9 +58,7 @@ def test_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(
         msgs = kernel.run_ok(STREAM.format(count=3000), 120)
         faults.result()
     assert daemon.starts == 3
-    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
-    records = stored_for(daemon, kernel, msgs)
-    assert [comparable(r) for r in records] == expected
+    assert_relayed(daemon, kernel, msgs)
     seqs = [r["seq"] for r in daemon.messages()]
     assert seqs == sorted(set(seqs))
 
@@ -81,9 +75,7 @@ def test_output_made_while_no_daemon_runs_arrives_in_order(tmp_path: Path) -> No
         wait_for(lambda: "no nbrelay daemon found" in kernel.log_path.read_text(), 10, "a warning")
         assert "daemon found" not in stream_text(loaded + msgs)
         daemon.start()
-        records = stored_for(daemon, kernel, msgs)
-        expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
-        assert [comparable(r) for r in records] == expected
+        assert_relayed(daemon, kernel, msgs)
         log = kernel.log_path.read_text()
         assert log.count("no nbrelay daemon found") == 1, log  # said once, not at every retry
     finally:
@@ -142,7 +134,7 @@ def test_replay_from_any_seq_joins_live_output_exactly(daemon: Daemon, kernel: K
         connecting = pool.submit(connect_viewers)
         msgs = kernel.run_ok(STREAM.format(count=1500), 120)
         viewers = connecting.result()
-    stored_for(daemon, kernel, msgs)
+    relayed(daemon, kernel, msgs)
     everything = daemon.messages()
     final = everything[-1]["seq"]
     for since, context, viewer in viewers:

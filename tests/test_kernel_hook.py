@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from support import CAPTURED, Daemon, Kernel, as_record, comparable, stream_text, wait_for
+from support import CAPTURED, Daemon, Kernel, assert_relayed, relayed, stream_text, wait_for
 
 EVERY_OUTPUT = r"""
 import ctypes, os, subprocess, sys
@@ -37,20 +37,6 @@ print("parent done")
 """
 
 
-def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The relay's records for the executions of ``msgs``, once all of them arrived."""
-    parents = {m["parent_header"]["msg_id"] for m in msgs}
-    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
-
-    def arrived() -> list[dict[str, Any]] | None:
-        records = [
-            r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["parent_msg_id"] in parents
-        ]
-        return records if wanted <= {r["msg_id"] for r in records} else None
-
-    return wait_for(arrived, 20, "the relay to hold every message")
-
-
 def test_every_output_type_arrives_unchanged(daemon: Daemon, kernel: Kernel) -> None:
     """Streams (also from C and subprocesses), displays, updates, clears, results: all unchanged."""
     lines = ("to stdout", "to stderr", "from C via printf", "from a shell", "from a subprocess")
@@ -59,8 +45,7 @@ def test_every_output_type_arrives_unchanged(daemon: Daemon, kernel: Kernel) -> 
     )
     types = {m["msg_type"] for m in msgs}
     assert CAPTURED - {"error"} <= types, types
-    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
-    assert [comparable(r) for r in relayed(daemon, kernel, msgs)] == expected
+    assert_relayed(daemon, kernel, msgs)
 
 
 def test_errors_arrive_with_their_traceback(daemon: Daemon, kernel: Kernel) -> None:
@@ -68,11 +53,8 @@ def test_errors_arrive_with_their_traceback(daemon: Daemon, kernel: Kernel) -> N
     msgs = kernel.run("def f():\n    raise ValueError('bad value')\nf()")
     errors = [m for m in msgs if m["msg_type"] == "error"]
     assert errors and errors[0]["content"]["ename"] == "ValueError"
-    records = relayed(daemon, kernel, msgs)
-    assert [comparable(r) for r in records] == [
-        as_record(m) for m in msgs if m["msg_type"] in CAPTURED
-    ]
-    assert any("\x1b[" in line for line in records[-2]["content"]["traceback"])
+    assert_relayed(daemon, kernel, msgs)
+    assert any("\x1b[" in line for line in errors[0]["content"]["traceback"])
 
 
 def test_forked_children_output_arrives(daemon: Daemon, kernel: Kernel) -> None:
@@ -81,8 +63,7 @@ def test_forked_children_output_arrives(daemon: Daemon, kernel: Kernel) -> None:
     msgs = kernel.run_ok(
         FORKED_CHILDREN, until=lambda seen: all(x in stream_text(seen) for x in lines)
     )
-    expected = [as_record(m) for m in msgs if m["msg_type"] in CAPTURED]
-    assert [comparable(r) for r in relayed(daemon, kernel, msgs)] == expected
+    assert_relayed(daemon, kernel, msgs)
 
 
 def test_records_describe_the_kernel(daemon: Daemon, kernel: Kernel) -> None:
@@ -169,10 +150,7 @@ def test_daemon_found_through_environment_variables(daemon: Daemon, tmp_path: An
     try:
         k.run_ok("%load_ext nbrelay")
         msgs = k.run_ok("print('via the environment')")
-        records = relayed(daemon, k, msgs)
-        assert [comparable(r) for r in records] == [
-            as_record(m) for m in msgs if m["msg_type"] in CAPTURED
-        ]
+        assert_relayed(daemon, k, msgs)
     finally:
         k.shutdown()
 
@@ -200,6 +178,4 @@ def test_daemon_restarted_with_a_new_token_is_found_again(daemon: Daemon, kernel
     daemon.token = "a-new-token"
     daemon.start()
     after = kernel.run_ok("print('after')")
-    assert [comparable(r) for r in relayed(daemon, kernel, after)] == [
-        as_record(m) for m in after if m["msg_type"] in CAPTURED
-    ]
+    assert_relayed(daemon, kernel, after)
