@@ -56,8 +56,9 @@ class Outbox:
             self._cond.notify()
 
     def drop(self, entry: Entry) -> None:
-        """Count an entry the sender had to discard (too large to ever send)."""
+        """Forget a taken entry that can never be sent (too large); the daemon sees the gap."""
         with self._cond:
+            self._inflight.remove(entry)
             self._bytes -= entry.size
             self.dropped += 1
 

@@ -26,7 +26,8 @@ from .outbox import Entry, Outbox
 
 log = logging.getLogger("nbrelay.kernel_hook")
 
-BATCH_BYTES = 1 << 20  # a batch frame stays below this (and below the daemon's limit)
+BATCH_BYTES = 1 << 20  # batches are cut at about this size; one larger message goes alone
+BATCH_FRAMING = 100  # what a batch frame adds around its messages, rounded up
 FIRST_DELAY = 0.05
 MAX_DELAY = 5.0
 OPEN_TIMEOUT = 5.0
@@ -128,30 +129,38 @@ class Sender:
             )
             reader.start()
             try:
-                self._send_batches(ws, min(BATCH_BYTES, max_frame))
+                self._send_batches(ws, max_frame)
             finally:
                 ws.close()
                 reader.join()
 
-    def _send_batches(self, ws: ClientConnection, max_bytes: int) -> None:
+    def _send_batches(self, ws: ClientConnection, max_frame: int) -> None:
+        """Send the outbox: many messages per frame, never a frame above ``max_frame``."""
+        limit = max_frame - BATCH_FRAMING
         while True:
-            batch = self.outbox.take(max_bytes - 100, IDLE_CHECK)
-            entries = []
+            batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK)
+            frame: list[str] = []
+            size = 0
             for entry in batch:
                 text = _encode(entry)
-                size = len(text) if text.isascii() else len(text.encode())
-                if size + 100 > max_bytes:
+                length = len(text) if text.isascii() else len(text.encode())
+                if length > limit:
                     log.warning(
-                        "nbrelay: a %s message of %d bytes is too large to relay; "
-                        "it is recorded as a gap",
+                        "nbrelay: a %s message of %d bytes is larger than the daemon accepts "
+                        "(%d); it is recorded as a gap",
                         entry.msg_type,
-                        len(text),
+                        length,
+                        max_frame,
                     )
                     self.outbox.drop(entry)
                     continue
-                entries.append(text)
-            if entries:
-                ws.send(protocol.encode_batch(entries))
+                if frame and size + length > limit:
+                    ws.send(protocol.encode_batch(frame))
+                    frame, size = [], 0
+                frame.append(text)
+                size += length + 1
+            if frame:
+                ws.send(protocol.encode_batch(frame))
             if not self.connected:
                 raise self._reader_error or ConnectionError("the daemon closed the connection")
             if self._closing.is_set() and not batch:

@@ -179,3 +179,19 @@ def test_daemon_restarted_with_a_new_token_is_found_again(daemon: Daemon, kernel
     daemon.start()
     after = kernel.run_ok("print('after')")
     assert_relayed(daemon, kernel, after)
+
+
+def test_large_outputs_arrive_whole_and_oversized_ones_leave_a_gap(
+    daemon: Daemon, kernel: Kernel
+) -> None:
+    """A 3 MB output is relayed intact; one above the daemon's 16 MiB frame limit is not sent,
+    and the daemon records the gap instead of losing it silently."""
+    big = kernel.run_ok("print('x' * 3_000_000)")
+    assert_relayed(daemon, kernel, big)
+    huge = kernel.run_ok("display({'text/plain': 'y' * 20_000_000}, raw=True)\nprint('after')")
+    relayed(daemon, kernel, [m for m in huge if m["msg_type"] != "display_data"])
+    gaps = [
+        r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["msg_type"] == "nbrelay.gap"
+    ]
+    assert len(gaps) == 1 and gaps[0]["content"]["dropped"] == 1
+    assert "larger than the daemon accepts" in kernel.log_path.read_text()
