@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -101,3 +102,13 @@ def test_importing_the_extension_leaves_the_daemon_stack_out() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_flag_is_documented_in_the_readme() -> None:
+    """Each option that `nbrelay serve --help` lists, and its variable, is in the README."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", nbrelay("serve", "--help").stdout)) - {"--help"}
+    assert "--port" in flags
+    for flag in sorted(flags):
+        env = "NBRELAY_" + flag[2:].upper().replace("-", "_")
+        assert f"`{flag}`" in readme and f"`{env}`" in readme, flag
