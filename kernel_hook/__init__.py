@@ -16,13 +16,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..errors import NbrelayError
 from ..protocol import Hello, now_iso
 from ..runtime import locate_daemon
 from .outbox import Outbox
 from .sender import Sender
 from .tap import IOPubTap
 
-log = logging.getLogger("nbrelay.kernel_hook")
+log = logging.getLogger("nbrelay")
 
 DEFAULT_BUFFER_BYTES = 64 * 2**20
 FLUSH_TIMEOUT = 5.0  # how long %unload_ext waits for the daemon to acknowledge what is pending
@@ -115,10 +116,10 @@ def load_ipython_extension(ipython: Any) -> None:
     _process.sender.start()
     _process.tap = IOPubTap(iopub, _process.outbox.put)
     _process.tap.attach()
-    endpoint = locate_daemon()
-    where = (
-        endpoint.url if endpoint else "the nbrelay daemon once it runs (start it with `nbrelay`)"
-    )
+    try:
+        where = locate_daemon().url
+    except NbrelayError:
+        where = "the nbrelay daemon once it runs (start it with `nbrelay`)"
     print(f"nbrelay: relaying kernel {_process.hello.kernel_id} to {where}")
 
 

@@ -55,13 +55,6 @@ class Outbox:
                 self.dropped += 1
             self._cond.notify()
 
-    def drop(self, entry: Entry) -> None:
-        """Forget a taken entry that can never be sent (too large); the daemon sees the gap."""
-        with self._cond:
-            self._inflight.remove(entry)
-            self._bytes -= entry.size
-            self.dropped += 1
-
     def take(self, max_bytes: int, timeout: float) -> list[Entry]:
         """Unsent entries in order, up to ``max_bytes`` (at least one).
 

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import ClientConnection, connect
 
 from .. import protocol
+from ..errors import NbrelayError
 from ..protocol import Hello, ProtocolError
 from ..runtime import Endpoint, locate_daemon
 from .outbox import Entry, Outbox
@@ -34,17 +35,15 @@ OPEN_TIMEOUT = 5.0
 IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and close request
 
 
-def _encode(entry: Entry) -> str:
+def _encode(entry: Entry, max_output_bytes: int) -> str:
     parent = json.loads(entry.parent) if entry.parent else {}
     parent_msg_id = parent.get("msg_id") if isinstance(parent, dict) else None
+    # ipykernel's JSON, as is; "replace" only matters for invalid UTF-8, which JSON can't carry.
+    content = entry.content.decode("utf-8", "replace")
+    if len(entry.content) > max_output_bytes:  # cut here what could not be stored whole
+        content = json.dumps(protocol.fit_content(json.loads(content), max_output_bytes))
     return protocol.encode_output(
-        entry.n,
-        entry.msg_id,
-        entry.msg_type,
-        parent_msg_id or None,
-        entry.time,
-        # ipykernel's JSON, as is; "replace" only matters for invalid UTF-8, which JSON can't carry.
-        entry.content.decode("utf-8", "replace"),
+        entry.n, entry.msg_id, entry.msg_type, parent_msg_id or None, entry.time, content
     )
 
 
@@ -53,7 +52,7 @@ class Sender:
         self,
         outbox: Outbox,
         hello: Hello,
-        locate: Callable[[], Endpoint | None] = locate_daemon,
+        locate: Callable[[], Endpoint] = locate_daemon,
     ) -> None:
         self.outbox = outbox
         self.hello = hello
@@ -84,9 +83,10 @@ class Sender:
         delay = FIRST_DELAY
         while True:
             closing = self._closing.is_set()
-            endpoint = self._locate()
-            if endpoint is None:
-                self._report("no nbrelay daemon found (start one with `nbrelay`); buffering output")
+            try:
+                endpoint = self._locate()
+            except NbrelayError as exc:
+                self._report(f"{exc}; buffering output until one runs (start it with `nbrelay`)")
             else:
                 handshakes = self._handshakes
                 try:
@@ -114,8 +114,8 @@ class Sender:
             close_timeout=2,
         ) as ws:
             ws.send(self.hello.encode())
-            acked, max_frame = protocol.decode_welcome(ws.recv(timeout=timeout))
-            self.outbox.rewind(acked)
+            welcome = protocol.Welcome.decode(ws.recv(timeout=timeout))
+            self.outbox.rewind(welcome.acked)
             self._handshakes += 1
             self.endpoint, self.connected = endpoint, True
             if self._problem is not None:
@@ -129,31 +129,25 @@ class Sender:
             )
             reader.start()
             try:
-                self._send_batches(ws, max_frame)
+                self._send_batches(ws, welcome)
             finally:
                 ws.close()
                 reader.join()
 
-    def _send_batches(self, ws: ClientConnection, max_frame: int) -> None:
-        """Send the outbox: many messages per frame, never a frame above ``max_frame``."""
-        limit = max_frame - BATCH_FRAMING
+    def _send_batches(self, ws: ClientConnection, welcome: protocol.Welcome) -> None:
+        """Send the outbox: many messages per frame, never a frame above the daemon's limit.
+
+        Content is cut to the daemon's ``max_output_bytes`` before sending, which the daemon
+        keeps well below its frame limit, so every message fits in a frame of its own.
+        """
+        limit = welcome.max_frame_bytes - BATCH_FRAMING
         while True:
             batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK)
             frame: list[str] = []
             size = 0
             for entry in batch:
-                text = _encode(entry)
+                text = _encode(entry, welcome.max_output_bytes)
                 length = len(text) if text.isascii() else len(text.encode())
-                if length > limit:
-                    log.warning(
-                        "nbrelay: a %s message of %d bytes is larger than the daemon accepts "
-                        "(%d); it is recorded as a gap",
-                        entry.msg_type,
-                        length,
-                        max_frame,
-                    )
-                    self.outbox.drop(entry)
-                    continue
                 if frame and size + length > limit:
                     ws.send(protocol.encode_batch(frame))
                     frame, size = [], 0

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -18,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol, static
+from .guard import Guard
 from .protocol import Hello, ProtocolError
 from .settings import Settings
 from .store import Store, StoreClosed
@@ -25,7 +27,6 @@ from .store import Store, StoreClosed
 log = logging.getLogger("nbrelay.app")
 
 STATIC_DIR = Path(static.__file__).parent
-CLOSE_GOING_AWAY = 1001
 
 
 class BadQuery(ValueError):
@@ -55,12 +56,15 @@ class Relay:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db)
+        self.store = Store(settings.db, settings.max_output_bytes)
         self.connected: Counter[str] = Counter()
+        self.sockets: Counter[str] = Counter()  # open WebSockets, by endpoint
         self._token = settings.token.encode()
 
     def authorized(self, conn: HTTPConnection) -> bool:
         """The token, as ``Authorization: Bearer`` or ``?token=``, compared in constant time."""
+        if self.settings.unsafe_no_token:
+            return True
         supplied = conn.query_params.get("token")
         scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
@@ -98,17 +102,32 @@ class Relay:
 
     # -- WebSockets ---------------------------------------------------------------------
 
-    async def _accept(self, ws: WebSocket) -> bool:
+    @asynccontextmanager
+    async def _admit(self, ws: WebSocket, endpoint: str, limit: int) -> AsyncIterator[bool]:
+        """Accept, then close with a reason unless the token is right and there is room."""
         await ws.accept()
-        if self.authorized(ws):
-            return True
-        await ws.close(protocol.CLOSE_POLICY, "missing or wrong token")
-        return False
+        if not self.authorized(ws):
+            await ws.close(protocol.CLOSE_POLICY, "missing or wrong token")
+            yield False
+        elif self.sockets[endpoint] >= limit:
+            await ws.close(
+                protocol.CLOSE_TRY_AGAIN_LATER, f"too many {endpoint} connections (limit {limit})"
+            )
+            yield False
+        else:
+            self.sockets[endpoint] += 1
+            try:
+                yield True
+            finally:
+                self.sockets[endpoint] -= 1
 
     async def view(self, ws: WebSocket) -> None:
         """Every record after ``since``, then live ones: one cursor over the store, no queue."""
-        if not await self._accept(ws):
-            return
+        async with self._admit(ws, "viewer", self.settings.max_viewers) as admitted:
+            if admitted:
+                await self._view(ws)
+
+    async def _view(self, ws: WebSocket) -> None:
         try:
             since = _int_param(ws, "since", 0, 0, 2**63 - 1)
         except BadQuery as exc:
@@ -124,7 +143,7 @@ class Relay:
         await asyncio.gather(*pending, return_exceptions=True)
         error = send.exception() if send in done else None
         if isinstance(error, StoreClosed):
-            await ws.close(CLOSE_GOING_AWAY, "nbrelay is shutting down")
+            await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
         elif error is not None and not isinstance(error, WebSocketDisconnect | OSError):
             raise error  # a bug: let Starlette log it; a vanished client is not one
 
@@ -136,7 +155,8 @@ class Relay:
             seen = self.store.head
             rows = await self.store.read(cursor, page, kernel_id)
             if rows:
-                await ws.send_text(protocol.records_frame([r for _, r in rows]))
+                for frame in protocol.record_frames([r for _, r in rows]):
+                    await ws.send_text(frame)
                 cursor = rows[-1][0]
                 if len(rows) == page:
                     continue
@@ -152,15 +172,21 @@ class Relay:
 
     async def ingest(self, ws: WebSocket) -> None:
         """One kernel process: hello, then batches, each acknowledged after its commit."""
-        if not await self._accept(ws):
-            return
+        async with self._admit(ws, "kernel", self.settings.max_kernels) as admitted:
+            if admitted:
+                await self._ingest(ws)
+
+    async def _ingest(self, ws: WebSocket) -> None:
         kernel_id = None
         try:
             hello = Hello.decode(await self._receive_frame(ws))
             acked = await self.store.open_session(hello)
             kernel_id = hello.kernel_id
             self.connected[kernel_id] += 1
-            await ws.send_text(protocol.welcome(acked, self.settings.max_frame_bytes))
+            welcome = protocol.Welcome(
+                acked, self.settings.max_frame_bytes, self.settings.max_output_bytes
+            )
+            await ws.send_text(welcome.encode())
             while True:
                 outputs = protocol.decode_batch(await self._receive_frame(ws))
                 acked = await self.store.append(hello, outputs)
@@ -171,7 +197,7 @@ class Relay:
             log.warning("closing ingest connection from %s: %s", _peer(ws), exc.reason)
             await ws.close(exc.code, _close_reason(exc.reason))
         except StoreClosed:
-            await ws.close(CLOSE_GOING_AWAY, "nbrelay is shutting down")
+            await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
         except Exception as exc:  # storage failed: the hook keeps its buffer and retries
             log.error("ingest from %s failed: %s", _peer(ws), exc)
             await ws.close(protocol.CLOSE_INTERNAL_ERROR, _close_reason(f"storage error: {exc}"))
@@ -207,6 +233,7 @@ def create_app(settings: Settings) -> Starlette:
             await relay.store.close()
 
     app = Starlette(
+        middleware=[Middleware(Guard, settings=settings)],
         routes=[
             Route("/", relay.index),
             Route("/api/kernels", relay.kernels),

@@ -11,13 +11,24 @@ from pathlib import Path
 
 from . import __version__
 from .errors import NbrelayError
-from .settings import Settings, default_db
+from .settings import Settings, default_db, parse_size
 
 COMMANDS = ("serve",)
 
 
 def _env(name: str, default: object) -> object:
     return os.environ.get(name, default)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,29 +45,78 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the relay daemon in the foreground.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument(
+    add = serve.add_argument
+    add(
         "--host",
         default=_env("NBRELAY_HOST", "127.0.0.1"),
         help="address to listen on (env NBRELAY_HOST)",
     )
-    serve.add_argument(
+    add(
         "--port",
         type=int,
         default=_env("NBRELAY_PORT", 8765),
         help="port to listen on; 0 picks a free one (env NBRELAY_PORT)",
     )
-    serve.add_argument(
+    add(
         "--db",
         type=Path,
         default=_env("NBRELAY_DB", default_db()),
         help="SQLite database file (env NBRELAY_DB)",
     )
-    serve.add_argument(
+    add(
         "--token",
-        default=os.environ.get("NBRELAY_TOKEN"),
+        default=argparse.SUPPRESS,  # never show a token from the environment in --help
         help="the token clients must present (env NBRELAY_TOKEN) (default: a new random token)",
     )
-    serve.add_argument(
+    add(
+        "--unsafe-no-token",
+        action="store_true",
+        default=bool(os.environ.get("NBRELAY_UNSAFE_NO_TOKEN")),
+        help="require no token at all: anyone who can reach the port reads every output; "
+        "loopback only (env NBRELAY_UNSAFE_NO_TOKEN)",
+    )
+    add(
+        "--allow-origin",
+        action="append",
+        default=_list("NBRELAY_ALLOW_ORIGIN"),
+        metavar="ORIGIN",
+        help="a browser origin allowed besides the daemon's own, e.g. https://hub.example.com; "
+        "repeatable (env NBRELAY_ALLOW_ORIGIN, comma-separated)",
+    )
+    add(
+        "--allow-host",
+        action="append",
+        default=_list("NBRELAY_ALLOW_HOST"),
+        metavar="HOST",
+        help="a Host name allowed besides loopback ones, e.g. behind a proxy; repeatable "
+        "(env NBRELAY_ALLOW_HOST, comma-separated)",
+    )
+    add(
+        "--max-frame-bytes",
+        type=_size,
+        default=_env("NBRELAY_MAX_FRAME_BYTES", "8MiB"),
+        help="largest WebSocket frame accepted (env NBRELAY_MAX_FRAME_BYTES)",
+    )
+    add(
+        "--max-output-bytes",
+        type=_size,
+        default=_env("NBRELAY_MAX_OUTPUT_BYTES", "4MiB"),
+        help="largest output stored whole; larger ones are stored cut, with a marker "
+        "(env NBRELAY_MAX_OUTPUT_BYTES)",
+    )
+    add(
+        "--max-viewers",
+        type=int,
+        default=_env("NBRELAY_MAX_VIEWERS", 64),
+        help="viewer connections at once (env NBRELAY_MAX_VIEWERS)",
+    )
+    add(
+        "--max-kernels",
+        type=int,
+        default=_env("NBRELAY_MAX_KERNELS", 64),
+        help="kernel connections at once (env NBRELAY_MAX_KERNELS)",
+    )
+    add(
         "--log-level",
         default=_env("NBRELAY_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -68,10 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> None:
     from .server import serve  # the daemon's stack is imported only when serving
 
-    settings = Settings(host=args.host, port=args.port, db=args.db, log_level=args.log_level)
-    if args.token:
-        settings = replace(settings, token=args.token)
-    serve(settings)
+    token = getattr(args, "token", None) or os.environ.get("NBRELAY_TOKEN")
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        unsafe_no_token=args.unsafe_no_token,
+        allow_origins=tuple(args.allow_origin),
+        allow_hosts=tuple(args.allow_host),
+        max_frame_bytes=args.max_frame_bytes,
+        max_output_bytes=args.max_output_bytes,
+        max_viewers=args.max_viewers,
+        max_kernels=args.max_kernels,
+        log_level=args.log_level,
+    )
+    serve(replace(settings, token=token) if token else settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

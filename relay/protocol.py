@@ -23,7 +23,7 @@ else is a JSON object with a ``"type"`` and no ``"seq"``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -48,9 +48,11 @@ START = "nbrelay.start"  # a kernel process connected for the first time (start 
 GAP = "nbrelay.gap"  # the hook had to drop messages: how many, and which numbers
 
 #: WebSocket close codes (RFC 6455).
-CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL_ERROR = 1011
+CLOSE_GOING_AWAY = 1001  # the daemon is shutting down
+CLOSE_INVALID_DATA = 1007  # a malformed frame
+CLOSE_POLICY = 1008  # missing or wrong token, unusable parameters
+CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later
+CLOSE_TRY_AGAIN_LATER = 1013  # too many connections
 
 _MAX_INT = 2**63 - 1  # SQLite's INTEGER
 
@@ -73,14 +75,31 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: browsers could not parse them
+
+
 def _loads_object(data: str | bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        obj = json.loads(data, parse_constant=_no_constants)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ProtocolError(f"frame is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame is not a JSON object")
+    escapes = ("\\ud", "\\uD") if isinstance(data, str) else (b"\\ud", b"\\uD")
+    if any(e in data for e in escapes):  # type: ignore[operator]
+        _check_unicode(obj)  # escaped surrogates: the only way JSON smuggles in bad text
     return obj
+
+
+def _check_unicode(obj: dict[str, Any]) -> None:
+    """Refuse lone surrogates: SQLite and every client would choke on them."""
+    try:
+        _dumps(obj).encode()
+    except UnicodeEncodeError:
+        raise ProtocolError("frame holds a lone surrogate: not valid Unicode text") from None
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -200,17 +219,27 @@ def decode_batch(data: str | bytes) -> list[Output]:
     return outputs
 
 
-def welcome(acked: int, max_frame_bytes: int) -> str:
-    """The answer to hello: what is stored already, and how large a frame may be."""
-    return _dumps({"type": "welcome", "acked": acked, "max_frame_bytes": max_frame_bytes})
+@dataclass(frozen=True)
+class Welcome:
+    """The answer to hello: what is stored already, and the daemon's size limits."""
 
+    acked: int
+    max_frame_bytes: int  # no frame may be larger
+    max_output_bytes: int  # content above this is stored cut (fit_content)
 
-def decode_welcome(data: str | bytes) -> tuple[int, int]:
-    """``(acked, max_frame_bytes)`` of a welcome frame (the hook's side)."""
-    obj = _loads_object(data)
-    if obj.get("type") != "welcome":
-        raise ProtocolError("expected a welcome frame")
-    return _count(obj, "acked", "welcome"), _count(obj, "max_frame_bytes", "welcome", minimum=1)
+    def encode(self) -> str:
+        return _dumps({"type": "welcome", **self.__dict__})
+
+    @classmethod
+    def decode(cls, data: str | bytes) -> Welcome:
+        obj = _loads_object(data)
+        if obj.get("type") != "welcome":
+            raise ProtocolError("expected a welcome frame")
+        return cls(
+            acked=_count(obj, "acked", "welcome"),
+            max_frame_bytes=_count(obj, "max_frame_bytes", "welcome", minimum=1),
+            max_output_bytes=_count(obj, "max_output_bytes", "welcome", minimum=1),
+        )
 
 
 def ack(acked: int) -> str:
@@ -223,6 +252,92 @@ def decode_ack(data: str | bytes) -> int:
     if obj.get("type") != "ack":
         raise ProtocolError("expected an ack frame")
     return _count(obj, "acked", "ack")
+
+
+TRUNCATED = "nbrelay_truncated"  # the content key that says an output was stored cut
+
+
+def _size(obj: object) -> int:
+    text = _dumps(obj)
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _largest(obj: Any, path: tuple[Any, ...] = ()) -> tuple[int, tuple[Any, ...]]:
+    """(JSON size, path) of the largest string or list inside ``obj`` (never ``obj`` itself)."""
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    best = (0, path)
+    for key, value in items:
+        if isinstance(value, str | list):
+            best = max(best, (_size(value), (*path, key)))
+        if isinstance(value, dict | list):
+            best = max(best, _largest(value, (*path, key)))
+    return best
+
+
+def _cut_middle(value: str | list[Any], excess: int) -> str | list[Any] | None:
+    """``value`` less at least ``excess`` bytes taken from its middle, marked; None if too small."""
+    if isinstance(value, list):
+        if len(value) < 3:
+            return None
+        sizes = [_size(v) + 1 for v in value]
+        excess += 40  # the marker item
+        first, last, removed = len(value) // 2, len(value) // 2, 0
+        while removed < excess and (first > 1 or last < len(value) - 1):
+            if first > 1:
+                first -= 1
+                removed += sizes[first]
+            if removed < excess and last < len(value) - 1:
+                removed += sizes[last]
+                last += 1
+        return [*value[:first], f"[nbrelay: {last - first} items cut]", *value[last:]]
+    data = value.encode()
+    if len(data) < 400:
+        return None
+    # Keep the share of the string that fits, measured as JSON (escapes can be 6 bytes a byte).
+    share = max(0.0, 1 - (excess + 100) / _size(value))
+    keep = int(len(data) * share) // 2
+    head = data[:keep].decode(errors="ignore")
+    tail = data[len(data) - keep :].decode(errors="ignore")
+    return f"{head}\n[nbrelay: {len(data) - 2 * keep} bytes cut]\n{tail}"
+
+
+def fit_content(content: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``content`` if its JSON fits in ``limit`` bytes; else a copy cut down to fit, saying so.
+
+    Rich outputs lose their largest non-text representations first (a cut image is no
+    image); then the largest strings and lists are cut in the middle, keeping their start
+    and end (a log's first and latest lines, a traceback's last frames), with a marker in
+    the text itself so that plain readers see it too.
+    """
+    original = _size(content)
+    if original <= limit:
+        return content
+    target = limit - 200  # room for the TRUNCATED note
+    cut: dict[str, Any] = json.loads(_dumps(content))
+    removed: list[str] = []
+    data = cut.get("data")
+    if isinstance(data, dict):
+        for mime in sorted(data, key=lambda m: _size(data[m]), reverse=True):
+            if _size(cut) <= target:
+                break
+            if not mime.startswith("text/"):
+                removed.append(mime)
+                del data[mime]
+    while (size := _size(cut)) > target:
+        _, path = _largest(cut)
+        *parents, key = path or (None,)
+        holder: Any = cut
+        for step in parents:
+            holder = holder[step]
+        smaller = _cut_middle(holder[key], size - target) if path else None
+        if smaller is None or _size(smaller) >= _size(holder[key]):
+            cut = {}  # nothing left worth keeping: say only that it was cut
+            break
+        holder[key] = smaller
+    cut[TRUNCATED] = {"original_bytes": original, "removed": removed}
+    return cut
 
 
 @dataclass(frozen=True)
@@ -259,8 +374,25 @@ def record_json(seq: int, body: str) -> str:
     return f'{{"seq":{seq},{body[1:]}'
 
 
+#: Replay frames hold records up to about this many bytes (a larger record goes alone), so
+#: clients with a 1 MiB message limit, the websockets default, can read them.
+VIEW_FRAME_BYTES = 2**20
+
+
 def records_frame(records: Sequence[str]) -> str:
     return "[" + ",".join(records) + "]"
+
+
+def record_frames(records: Sequence[str]) -> Iterator[str]:
+    """``records`` as JSON arrays of at most about :data:`VIEW_FRAME_BYTES` each."""
+    start, size = 0, 0
+    for i, record in enumerate(records):
+        if size and size + len(record) > VIEW_FRAME_BYTES:
+            yield records_frame(records[start:i])
+            start, size = i, 0
+        size += len(record) + 1
+    if start < len(records):
+        yield records_frame(records[start:])
 
 
 def caught_up(last_seq: int) -> str:
@@ -280,12 +412,15 @@ def start_record(hello: Hello) -> NewRecord:
     return NewRecord(hello.kernel_id, START, body)
 
 
-def plan_batch(hello: Hello, acked: int, outputs: Sequence[Output]) -> tuple[list[NewRecord], int]:
+def plan_batch(
+    hello: Hello, acked: int, outputs: Sequence[Output], max_output_bytes: int
+) -> tuple[list[NewRecord], int]:
     """What to store for a batch, given that the session's messages up to ``acked`` are stored.
 
     Returns the records in order and the new ``acked``. Numbers at or below ``acked`` are
     duplicates (a resend after a reconnect) and are skipped; a jump in the numbering becomes
-    one gap record in its place, so a loss is never silent.
+    one gap record in its place, so a loss is never silent. Content above
+    ``max_output_bytes`` is stored cut (:func:`fit_content`).
     """
     records = []
     for out in outputs:
@@ -303,9 +438,10 @@ def plan_batch(hello: Hello, acked: int, outputs: Sequence[Output]) -> tuple[lis
                 hello.kernel_id, f"{hello.session}:gap:{first}", GAP, None, out.time, content
             )
             records.append(NewRecord(hello.kernel_id, GAP, body))
-        body = record_body(
-            hello.kernel_id, out.msg_id, out.msg_type, out.parent_msg_id, out.time, out.content
-        )
+        head = (hello.kernel_id, out.msg_id, out.msg_type, out.parent_msg_id, out.time)
+        body = record_body(*head, out.content)
+        if len(body) > max_output_bytes // 4 and _size(out.content) > max_output_bytes:
+            body = record_body(*head, fit_content(out.content, max_output_bytes))
         records.append(NewRecord(hello.kernel_id, out.msg_type, body))
         acked = out.n
     return records, acked

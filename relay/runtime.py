@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir, secure_write
+
+from .errors import NbrelayError
 
 RUNTIME_FILE = "nbrelay.json"
 
@@ -41,40 +44,78 @@ def runtime_file() -> Path:
     return Path(jupyter_runtime_dir()) / RUNTIME_FILE
 
 
+def _foreign(st: os.stat_result, mask: int = 0o077) -> str | None:
+    """Why a file or folder is not private to this user (``mask``: the bits others must not
+    have), or None if it is."""
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"owned by user id {st.st_uid}"
+    if os.name == "posix" and st.st_mode & mask:
+        return f"open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def write_runtime_file(info: dict[str, Any]) -> Path:
-    """Write the runtime file readable by the user only (it holds the token)."""
+    """Write the runtime file (it holds the token) where only this user can read or replace it.
+
+    Like jupyter_core's ``secure_write`` (which does the writing): mode 0600, checked after
+    writing, whatever the umask; and the folder must be private too, or another user could
+    swap the file for one that points kernels at a daemon of theirs.
+    """
     path = runtime_file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    problem = _foreign(folder.stat(), mask=0o022)  # others could replace the file: refuse
+    if problem:
+        raise NbrelayError(
+            f"the runtime folder {folder} is {problem}: make it private "
+            f"(chmod 700 {folder}) or point JUPYTER_RUNTIME_DIR at a private folder"
+        )
+    if _foreign(folder.stat()):  # ours, only readable by others: Jupyter's is 0700 too
+        folder.chmod(0o700)
     with secure_write(str(path)) as f:
         json.dump(info, f, indent=1)
+    problem = _foreign(path.stat())
+    if problem:
+        path.unlink()
+        raise NbrelayError(f"could not write {path} privately: it came out {problem}")
     return path
 
 
-def read_runtime_file() -> dict[str, Any] | None:
+def read_runtime_file() -> dict[str, Any]:
+    """The runtime file's content; NbrelayError if there is none, or if it is not to be trusted
+    (only this user may have written it)."""
+    path = runtime_file()
     try:
-        info = json.loads(runtime_file().read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
+        problem = _foreign(path.stat())
+        info = None if problem else json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NbrelayError(f"no nbrelay daemon is running (there is no {path})") from None
+    except (OSError, ValueError) as exc:
+        raise NbrelayError(f"cannot read {path}: {exc}") from None
+    if problem:
+        raise NbrelayError(f"ignoring {path}: it is {problem}")
+    if not isinstance(info, dict) or not isinstance(info.get("url"), str):
+        raise NbrelayError(f"{path} is not an nbrelay runtime file")
+    return info
 
 
 def remove_runtime_file(pid: int) -> None:
     """Remove the runtime file if it is still ours: a newer daemon may have replaced it."""
-    info = read_runtime_file()
-    if info is not None and info.get("pid") == pid:
-        runtime_file().unlink(missing_ok=True)
+    try:
+        if read_runtime_file().get("pid") == pid:
+            runtime_file().unlink(missing_ok=True)
+    except NbrelayError:
+        pass  # gone already, or not ours to remove
 
 
-def locate_daemon() -> Endpoint | None:
+def locate_daemon() -> Endpoint:
     """The daemon to talk to: ``NBRELAY_URL``/``NBRELAY_TOKEN`` first, else the runtime file.
 
     Read anew at every connection attempt, because a restarted daemon may have a new port
-    and token.
+    and token. NbrelayError says why no daemon was found.
     """
     url = os.environ.get("NBRELAY_URL")
     if url:
         return Endpoint(url=url, token=os.environ.get("NBRELAY_TOKEN", ""))
     info = read_runtime_file()
-    if info is None or not isinstance(info.get("url"), str):
-        return None
     return Endpoint(url=info["url"], token=str(info.get("token", "")))

@@ -24,27 +24,24 @@ from .settings import Settings
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class RedactToken(logging.Filter):
-    """Keeps the token out of every log line, however it was sent (query, header, error text)."""
+class RedactingFormatter(logging.Formatter):
+    """Keeps tokens out of every log line, tracebacks included: the daemon's token wherever it
+    appears, and any ``token=`` value (a guess, an old token) in a logged URL."""
 
     _query = re.compile(r"(token=)[^&\s\"']+")
 
     def __init__(self, token: str) -> None:
-        super().__init__()
+        super().__init__("[%(asctime)s %(levelname)s %(name)s] %(message)s")
         self._token = token
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self._query.sub(r"\1[redacted]", message.replace(self._token, "[redacted]"))
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace(self._token, "[redacted]")
+        return self._query.sub(r"\1[redacted]", text)
 
 
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s"))
-    handler.addFilter(RedactToken(settings.token))
+    handler.setFormatter(RedactingFormatter(settings.token))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
@@ -98,7 +95,11 @@ def serve(settings: Settings) -> None:
         create_app(settings),
         log_config=None,  # ours, above: one format and the token filter for every logger
         access_log=False,
+        # Set deliberately: this implementation stops reading a connection until the app
+        # takes its last message, so a connection holds at most about one frame.
+        ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,  # nothing to decompress, so no compression bombs
         lifespan="on",
     )
     server = Server(config)
@@ -108,18 +109,24 @@ def serve(settings: Settings) -> None:
             "url": url,
             "host": settings.host,
             "port": port,
-            "token": settings.token,
+            "token": "" if settings.unsafe_no_token else settings.token,
             "pid": pid,
             "db": str(settings.db),
             "version": __version__,
         }
     )
+    viewer = url if settings.unsafe_no_token else f"{url}#token={settings.token}"
     print(
         f"nbrelay {__version__} is storing kernel output in {settings.db}\n"
-        f"    Viewer: {url}#token={settings.token}\n"
+        f"    Viewer: {viewer}\n"
         "    In a notebook: %load_ext nbrelay",
         flush=True,
     )
+    if settings.unsafe_no_token:
+        logging.getLogger("nbrelay").warning(
+            "running WITHOUT A TOKEN (--unsafe-no-token): every local user and program can "
+            "read your kernels' output"
+        )
     try:
         server.run(sockets=[sock])
     finally:

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from platformdirs import user_data_path
 
+from .errors import NbrelayError
+
+KiB = 2**10
 MiB = 2**20
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": 2**30,
+}
 
 
 def default_db() -> Path:
@@ -20,15 +35,56 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def parse_size(text: str) -> int:
+    """``"8MiB"``, ``"1GB"``, ``"4096"`` -> bytes; kB/MB/GB count in 1000s, KiB/MiB/GiB in 1024s."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if match is None or match[2].lower() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (try 8MiB, 500MB or a number of bytes)")
+    return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1; no other name counts."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8765  # 0 picks a free port; the runtime file tells which
     db: Path = field(default_factory=default_db)
     token: str = field(default_factory=new_token, repr=False)
-    #: Largest ingest frame. The hook batches below it and never sends a single
-    #: message above it (it drops it and the daemon records the gap).
-    max_frame_bytes: int = 16 * MiB
+    #: No token at all: anyone who can reach the port reads everything. Loopback only.
+    unsafe_no_token: bool = False
+    #: Browser origins allowed besides the daemon's own (e.g. behind a proxy).
+    allow_origins: tuple[str, ...] = ()
+    #: Host names allowed besides loopback ones (DNS rebinding defence; e.g. behind a proxy).
+    allow_hosts: tuple[str, ...] = ()
+    #: Largest WebSocket frame accepted. The hook batches below it.
+    max_frame_bytes: int = 8 * MiB
+    #: Largest output stored whole; a larger one is stored cut, with a marker saying so.
+    max_output_bytes: int = 4 * MiB
+    max_viewers: int = 64  # /ws/view connections at once
+    max_kernels: int = 64  # /ws/ingest connections at once
     #: Records per replay frame and per /api/messages page (the ``limit`` cap).
     page_records: int = 1000
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.unsafe_no_token and not is_loopback(self.host):
+            raise NbrelayError(
+                f"refusing to listen on {self.host} without a token: anyone who can reach it "
+                "could read every output of your kernels. Drop --unsafe-no-token, or listen "
+                "on 127.0.0.1."
+            )
+        if not 4 * KiB <= self.max_output_bytes <= self.max_frame_bytes - 64 * KiB:
+            raise NbrelayError(
+                "--max-output-bytes must be at least 4 KiB, and 64 KiB below --max-frame-bytes"
+            )
+        if min(self.max_viewers, self.max_kernels, self.page_records) < 1:
+            raise NbrelayError("--max-viewers and --max-kernels must be at least 1")

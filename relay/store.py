@@ -85,8 +85,9 @@ class _KernelUpdate:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_output_bytes: int) -> None:
         self.path = path
+        self.max_output_bytes = max_output_bytes
         self.head = 0  # last committed seq
         self._kernel_heads: dict[str, int] = {}
         self._acked: dict[str, int] = {}  # session -> acked, for sessions seen since start
@@ -185,7 +186,9 @@ class Store:
                 current = max(current, 0)
             else:
                 assert current >= 0, "the ingest handler opens the session before any batch"
-                records, current = protocol.plan_batch(hello, current, w.outputs)
+                records, current = protocol.plan_batch(
+                    hello, current, w.outputs, self.max_output_bytes
+                )
             acked[hello.session] = current
             results.append(current)
             if not records:

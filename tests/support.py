@@ -202,7 +202,7 @@ class Kernel:
 
     def __init__(self, runtime_dir: Path, env: dict[str, str] | None = None) -> None:
         self.kernel_id = str(uuid.uuid4())
-        runtime_dir.mkdir(parents=True, exist_ok=True)
+        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as Jupyter makes it
         self.km = KernelManager(
             kernel_name="python3",
             connection_file=str(runtime_dir / f"kernel-{self.kernel_id}.json"),

@@ -55,21 +55,3 @@ def test_take_returns_when_woken() -> None:
     box.wake()
     waiter.join(10)
     assert result == [[]]
-
-
-def test_dropping_a_taken_entry_keeps_the_accounts_straight() -> None:
-    """An entry too large to send is forgotten once, counted as dropped, and not resent."""
-    box = Outbox(limit_bytes=10**6)
-    put(box, 3)
-    taken = box.take(max_bytes=10**6, timeout=0)
-    box.drop(taken[1])
-    box.rewind(1)
-    assert [e.n for e in box.take(max_bytes=10**6, timeout=0)] == [3]
-    box.ack(3)
-    assert box.stats() == {
-        "captured": 3,
-        "acked": 3,
-        "pending": 0,
-        "pending_bytes": 0,
-        "dropped": 1,
-    }

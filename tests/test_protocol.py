@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from nbrelay import protocol
 from nbrelay.protocol import GAP, Hello, Output, ProtocolError
 
+LIMIT = 2**20
 HELLO = Hello("k1", "s1", "nb.ipynb", "host", 42, "2026-01-01T00:00:00Z")
 
 
@@ -91,7 +92,9 @@ def test_record_json_splices_the_seq() -> None:
 
 def test_plan_batch_skips_duplicates_and_marks_gaps() -> None:
     """Resent numbers are dropped; a jump becomes one gap record with the missing range."""
-    records, acked = protocol.plan_batch(HELLO, 3, [output(2), output(3), output(4), output(7)])
+    records, acked = protocol.plan_batch(
+        HELLO, 3, [output(2), output(3), output(4), output(7)], LIMIT
+    )
     assert acked == 7
     kinds = [r.msg_type for r in records]
     assert kinds == ["stream", GAP, "stream"]
@@ -116,7 +119,7 @@ def test_any_resend_pattern_stores_each_message_once_in_order(
     passes = [range(start, min(start + length, sent) + 1) for start, length in batches]
     for numbers in [*passes, range(acked + 1, sent + 1)]:
         outs = [output(n) for n in numbers if n not in lost]
-        records, acked = protocol.plan_batch(HELLO, acked, outs)
+        records, acked = protocol.plan_batch(HELLO, acked, outs, LIMIT)
         for r in records:
             body = json.loads(r.body)
             if r.msg_type == GAP:
@@ -127,3 +130,67 @@ def test_any_resend_pattern_stores_each_message_once_in_order(
     covered = set(stored) | {n for a, b in gaps for n in range(a, b + 1)}
     assert covered == set(range(1, max(covered, default=0) + 1))
     assert not set(stored) & {n for a, b in gaps for n in range(a, b + 1)}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=40,
+)
+
+
+@given(content=st.dictionaries(st.text(), JSON), limit=st.integers(4096, 20_000))
+def test_fit_content_always_fits_and_leaves_small_content_alone(
+    content: dict[str, object], limit: int
+) -> None:
+    """Whatever the content, the result fits in the limit; content that fits is untouched."""
+    fitted = protocol.fit_content(content, limit)
+    if protocol._size(content) <= limit:
+        assert fitted is content
+    else:
+        assert protocol._size(fitted) <= limit
+        assert fitted[protocol.TRUNCATED]["original_bytes"] == protocol._size(content)
+
+
+@given(text=st.text(min_size=1), repeat=st.integers(1000, 5000))
+def test_fit_content_keeps_both_ends_of_long_text(text: str, repeat: int) -> None:
+    """A long stream keeps its start and its end; the marker says how much went."""
+    content = {"name": "stdout", "text": "<<" + text * repeat + ">>"}
+    fitted = protocol.fit_content(content, 4096)
+    if fitted is not content:
+        assert fitted["text"].startswith("<<") and fitted["text"].endswith(">>")
+        assert "bytes cut]" in fitted["text"]
+
+
+def test_images_go_before_text_is_cut() -> None:
+    """An oversized display loses its image, not its text."""
+    content = {"data": {"image/png": "A" * 50_000, "text/plain": "a plot"}, "metadata": {}}
+    fitted = protocol.fit_content(content, 4096)
+    assert fitted["data"] == {"text/plain": "a plot"}
+    assert fitted[protocol.TRUNCATED]["removed"] == ["image/png"]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "hello", "kernel_id": NaN}',
+        '{"type": "hello", "kernel_id": "\\ud800"}',
+        "[" * 100_000,
+        '{"a":' * 100_000,
+    ],
+)
+def test_json_that_is_not_storable_is_refused(frame: str) -> None:
+    """NaN, lone surrogates and absurd nesting are protocol errors, not crashes later."""
+    with pytest.raises(ProtocolError):
+        Hello.decode(frame)
+
+
+def test_record_frames_stay_below_a_mebibyte_unless_one_record_is_larger() -> None:
+    """Replay frames are cut at about 1 MiB; every record is in exactly one frame, in order."""
+    records = [
+        protocol.record_json(i, '{"x":"' + "a" * size + '"}')
+        for i, size in enumerate([10, 600_000, 600_000, 3_000_000, 5, 5])
+    ]
+    frames = [json.loads(f) for f in protocol.record_frames(records)]
+    assert [r["seq"] for f in frames for r in f] == list(range(6))
+    assert [len(f) for f in frames] == [2, 1, 1, 2]
