@@ -79,8 +79,9 @@ class Daemon:
     def start(self, *extra: str, port: int = 0) -> Daemon:
         """Start (or restart) the daemon; ``port`` 0 picks a free one."""
         self.starts += 1
-        log = self.workdir / f"daemon-{self.starts}.log"
-        with log.open("wb") as out:
+        out_path = self.workdir / f"daemon-{self.starts}.out"  # what it prints for the user
+        log_path = self.workdir / f"daemon-{self.starts}.log"  # its log
+        with out_path.open("wb") as out, log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -97,7 +98,7 @@ class Daemon:
                 ],
                 env=self.env,
                 stdout=out,
-                stderr=subprocess.STDOUT,
+                stderr=log,
             )
         pid = self.proc.pid
 
@@ -123,9 +124,16 @@ class Daemon:
             return False
 
     def log(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.workdir.glob("daemon-*.log"))
-        )
+        """Everything the daemon logged (stderr), over all its starts."""
+        return self._read("log")
+
+    def printed(self) -> str:
+        """What the daemon printed for the user (stdout): the viewer URL."""
+        return self._read("out")
+
+    def _read(self, suffix: str) -> str:
+        files = sorted(self.workdir.glob(f"daemon-*.{suffix}"))
+        return "\n".join(p.read_text(errors="replace") for p in files)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as in a crash."""

@@ -63,7 +63,7 @@ def test_runtime_file_is_private_and_removed_on_exit(tmp_path: Path) -> None:
     assert info["url"] == f"http://127.0.0.1:{info['port']}/"
     assert daemon.stop() == 0
     assert not daemon.runtime_file.exists()
-    assert "#token=" in daemon.log()  # the URL to open, printed like Jupyter's
+    assert f"#token={daemon.token}" in daemon.printed()  # the URL to open, like Jupyter's
 
 
 def test_bare_nbrelay_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -1,0 +1,420 @@
+"""Secure by default, checked against the real daemon on loopback: tokens, Host and Origin,
+headers, the runtime file, limits and malformed input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import FACTOR, Daemon, Kernel, wait_for
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from nbrelay import protocol
+
+
+def ws_url(daemon: Daemon, path: str) -> str:
+    return daemon.url.replace("http://", "ws://") + path
+
+
+def raw_http(daemon: Daemon, request: bytes) -> bytes:
+    """Send bytes as they are (no client library would send a broken Host) and read the answer."""
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10 * FACTOR) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+def hello(kernel_id: str = "sec-kernel", session: str = "sec-session") -> str:
+    return protocol.Hello(kernel_id, session, None, "h", 1, "t").encode()
+
+
+def entry(n: int, text: str = "x") -> str:
+    return protocol.encode_output(
+        n, f"m{n}", "stream", "p", "t", json.dumps({"name": "stdout", "text": text})
+    )
+
+
+@pytest.fixture
+def ingest(daemon: Daemon) -> Iterator[Any]:
+    """An open, greeted ingest connection."""
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as ws:
+        ws.send(hello())
+        ws.recv(10)
+        yield ws
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest: Any) -> None:
+    """Whichever way the token travels, also through a failing request, it is not written down."""
+    ingest.send(protocol.encode_batch([entry(1)]))
+    ingest.recv(10)
+    token = daemon.token
+    cookies = {"token": token, "nbrelay": token}
+    assert (
+        httpx.get(daemon.url + "api/kernels", params={"token": token}, cookies=cookies).status_code
+        == 200
+    )
+    assert daemon.get("api/messages", since=0).status_code == 200
+    assert daemon.get("api/messages", token="guessed-token-123").status_code == 401
+    with connect(ws_url(daemon, f"ws/view?token={token}"), proxy=None) as ws:
+        ws.recv(10)
+    with sqlite3.connect(daemon.db) as db:  # make the next request fail inside the daemon
+        db.execute("DROP TABLE kernels")
+    db.close()
+    failed = httpx.get(daemon.url + f"api/kernels?token={token}", cookies=cookies)
+    assert failed.status_code == 500
+    assert token not in failed.text
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert "Traceback" in log and "no such table: kernels" in log  # the failure was logged...
+    assert token not in log and "guessed-token-123" not in log  # ...without any token
+    assert "token=[redacted]" in log
+    stored = b"".join(p.read_bytes() for p in daemon.workdir.glob("nbrelay.sqlite3*"))
+    assert token.encode() not in stored
+
+
+def test_unsafe_no_token_only_on_loopback(tmp_path: Path) -> None:
+    """Without a token the daemon refuses a non-loopback address, and says why."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbrelay",
+            "--host",
+            "0.0.0.0",
+            "--unsafe-no-token",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "db.sqlite3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 1
+    assert "refusing to listen on 0.0.0.0 without a token" in out.stderr
+
+
+def test_unsafe_no_token_on_loopback_works_and_warns(tmp_path: Path) -> None:
+    """The loudly named flag turns auth off on loopback, with a warning in the log."""
+    daemon = Daemon(tmp_path).start("--unsafe-no-token")
+    try:
+        assert daemon.get("api/kernels", token="").status_code == 200
+        assert "WITHOUT A TOKEN" in daemon.log()
+        assert json.loads(daemon.runtime_file.read_text())["token"] == ""
+    finally:
+        daemon.stop()
+
+
+# -- Host and Origin ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.nip.io", "localhost6", "10.0.0.1:80"])
+@pytest.mark.parametrize("path", ["", "static/viewer.js", "api/kernels"])
+def test_foreign_host_is_refused(daemon: Daemon, host: str, path: str) -> None:
+    """DNS rebinding: a non-loopback Host gets 403 on every path, token or not."""
+    response = httpx.get(
+        daemon.url + path, headers={"Host": host, "Authorization": f"Bearer {daemon.token}"}
+    )
+    assert response.status_code == 403
+    assert "Host" in response.json()["error"]
+
+
+def test_foreign_host_websocket_is_refused(daemon: Daemon) -> None:
+    """The same goes for a WebSocket upgrade."""
+    answer = raw_http(
+        daemon,
+        f"GET /ws/view?token={daemon.token} HTTP/1.1\r\nHost: evil.example\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode(),
+    )
+    assert answer.startswith(b"HTTP/1.1 403")
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:{port}", "127.0.0.1:{port}", "[::1]:{port}", "127.1.2.3"]
+)
+def test_loopback_hosts_pass(daemon: Daemon, host: str) -> None:
+    """Loopback names and addresses, IPv6 included, are the daemon's own."""
+    headers = {"Host": host.format(port=daemon.port), "Authorization": f"Bearer {daemon.token}"}
+    response = httpx.get(daemon.url + "api/kernels", headers=headers)
+    assert response.status_code == 200
+
+
+def test_allowed_host_passes(tmp_path: Path) -> None:
+    """--allow-host admits a proxy's public name, and only that."""
+    daemon = Daemon(tmp_path).start("--allow-host", "hub.example.com")
+    try:
+        auth = {"Authorization": f"Bearer {daemon.token}"}
+        ok = httpx.get(daemon.url + "api/kernels", headers={"Host": "hub.example.com", **auth})
+        other = httpx.get(daemon.url + "api/kernels", headers={"Host": "other.example.com", **auth})
+        assert (ok.status_code, other.status_code) == (200, 403)
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("host", [b"", b"a:b:c", b"x" * 8192, b"[::1", b"127.0.0.1:port"])
+def test_malformed_host_gets_400_and_the_daemon_survives(daemon: Daemon, host: bytes) -> None:
+    """A broken Host header is a 400, and the next request is served as usual."""
+    answer = raw_http(
+        daemon, b"GET /api/kernels HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert daemon.get("api/kernels").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example", "null", "http://127.0.0.1", "https://127.0.0.1:{port}"]
+)
+@pytest.mark.parametrize("path", ["ws/view", "ws/ingest"])
+def test_cross_origin_websocket_is_refused_even_with_the_token(
+    daemon: Daemon, origin: str, path: str
+) -> None:
+    """Cross-site WebSocket hijacking: another origin gets 403 whatever token it holds."""
+    headers = {"Origin": origin.format(port=daemon.port), "Authorization": f"Bearer {daemon.token}"}
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(daemon, path), additional_headers=headers, proxy=None).close()
+    assert refused.value.response.status_code == 403
+
+
+def test_own_and_allowed_origins_pass(tmp_path: Path) -> None:
+    """The daemon's own origin, exactly, and --allow-origin entries are accepted."""
+    daemon = Daemon(tmp_path).start("--allow-origin", "https://hub.example.com")
+    try:
+        for origin in (f"http://127.0.0.1:{daemon.port}", "https://hub.example.com"):
+            with connect(
+                ws_url(daemon, f"ws/view?token={daemon.token}"),
+                origin=origin,
+                proxy=None,  # type: ignore[arg-type]
+            ) as ws:
+                assert json.loads(ws.recv(10))["type"] == "caught_up"
+    finally:
+        daemon.stop()
+
+
+def test_page_headers(daemon: Daemon) -> None:
+    """The page forbids foreign scripts and plugins, referrers and sniffing."""
+    headers = httpx.get(daemon.url).headers
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "object-src 'none'" in csp and "default-src 'none'" in csp
+    assert "http" not in csp  # no foreign origin anywhere
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+# -- the runtime file ------------------------------------------------------------------------
+
+
+def test_runtime_file_is_private_even_under_umask_000(tmp_path: Path) -> None:
+    """With umask 000 the runtime folder is still 0700 and the file 0600."""
+    runtime = tmp_path / "fresh" / "runtime"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.umask(0); from nbrelay.cli import main; sys.exit(main())",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "db.sqlite3"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        path = wait_for(
+            lambda: runtime / "nbrelay.json" if (runtime / "nbrelay.json").exists() else None,
+            15,
+            "the runtime file",
+        )
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_runtime_folder_open_to_others_is_refused(tmp_path: Path) -> None:
+    """A runtime folder others can write to could get a planted file: the daemon will not use it."""
+    runtime = tmp_path / "shared"
+    runtime.mkdir()
+    runtime.chmod(0o777)
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    out = subprocess.run(
+        [sys.executable, "-m", "nbrelay", "--port", "0", "--db", str(tmp_path / "db.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 1
+    assert "open to other users (mode 777)" in out.stderr and "chmod 700" in out.stderr
+
+
+def test_kernels_ignore_a_runtime_file_others_could_have_written(tmp_path: Path) -> None:
+    """A runtime file readable by others is not trusted: the hook says so and sends nothing."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    planted = runtime / "nbrelay.json"
+    planted.write_text(json.dumps({"url": "http://127.0.0.1:9/", "token": "x", "pid": 1}))
+    planted.chmod(0o644)
+    kernel = Kernel(runtime)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        wait_for(
+            lambda: "open to other users (mode 644)" in kernel.log_path.read_text(),
+            15,
+            "the hook to refuse the file",
+        )
+    finally:
+        kernel.shutdown()
+
+
+# -- limits and malformed input ---------------------------------------------------------------
+
+MALFORMED = [
+    ("not json", "{nope", 1007),
+    ("invalid UTF-8", b"\xff\xfe\xfd", 1007),
+    ("not an object", "[1, 2]", 1007),
+    ("missing field", '{"type": "batch"}', 1007),
+    ("wrong type", '{"type": "batch", "messages": {"n": 1}}', 1007),
+    (
+        "unknown msg_type",
+        protocol.encode_batch([protocol.encode_output(1, "m", "comm_msg", None, "t", "{}")]),
+        1007,
+    ),
+    (
+        "negative n",
+        protocol.encode_batch([protocol.encode_output(-1, "m", "stream", None, "t", "{}")]),
+        1007,
+    ),
+    (
+        "huge n",
+        protocol.encode_batch([protocol.encode_output(2**70, "m", "stream", None, "t", "{}")]),
+        1007,
+    ),
+    (
+        "NaN",
+        protocol.encode_batch([protocol.encode_output(1, "m", "stream", None, "t", '{"x": NaN}')]),
+        1007,
+    ),
+    (
+        "lone surrogate",
+        protocol.encode_batch(
+            [protocol.encode_output(1, "m", "stream", None, "t", '{"text": "\\udc00"}')]
+        ),
+        1007,
+    ),
+    ("deep nesting", "[" * 50_000 + "]" * 50_000, 1007),
+]
+
+
+@pytest.mark.parametrize("name, frame, code", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_frames_close_only_their_connection(
+    daemon: Daemon, ingest: Any, name: str, frame: str | bytes, code: int
+) -> None:
+    """A bad frame closes its connection with a code and a reason; stored data and other
+    kernels are untouched, and the daemon keeps serving."""
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as other:
+        other.send(hello("other-kernel", "other-session"))
+        other.recv(10)
+        ingest.send(protocol.encode_batch([entry(1, "kept")]))
+        assert json.loads(ingest.recv(10))["acked"] == 1
+        before = daemon.messages()
+        ingest.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            ingest.recv(10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        assert closed.value.rcvd.reason
+        other.send(protocol.encode_batch([entry(1, "still fine")]))
+        assert json.loads(other.recv(10))["acked"] == 1
+    after = daemon.messages()
+    assert after[: len(before)] == before
+    assert [r["content"]["text"] for r in after[len(before) :]] == ["still fine"]
+    assert "closing ingest connection" in daemon.log()
+
+
+def test_oversized_frame_is_refused_with_1009(tmp_path: Path) -> None:
+    """A frame above --max-frame-bytes closes the connection with 1009; the daemon goes on."""
+    daemon = Daemon(tmp_path).start("--max-frame-bytes", "128KiB", "--max-output-bytes", "64KiB")
+    try:
+        auth = {"Authorization": f"Bearer {daemon.token}"}
+        with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as ws:
+            ws.send(hello())
+            welcome = protocol.Welcome.decode(ws.recv(10))
+            assert (welcome.max_frame_bytes, welcome.max_output_bytes) == (128 * 1024, 64 * 1024)
+            ws.send(protocol.encode_batch([entry(1, "z" * 200_000)]))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert daemon.get("api/kernels").status_code == 200
+        with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as ws:
+            ws.send(hello())
+            ws.recv(10)
+            ws.send(
+                protocol.encode_batch([entry(1, "z" * 100_000)])
+            )  # fits the frame, not the output limit
+            assert json.loads(ws.recv(10))["acked"] == 1
+        (stored,) = [r for r in daemon.messages() if r["msg_type"] == "stream"]
+        assert "bytes cut]" in stored["content"]["text"]
+        assert stored["content"]["nbrelay_truncated"]["original_bytes"] > 100_000
+    finally:
+        daemon.stop()
+
+
+def test_connection_limits(tmp_path: Path) -> None:
+    """Past --max-viewers / --max-kernels, new connections are closed with 1013 and a reason."""
+    daemon = Daemon(tmp_path).start("--max-viewers", "2", "--max-kernels", "1")
+    try:
+        view = ws_url(daemon, f"ws/view?token={daemon.token}")
+        with connect(view, proxy=None) as a, connect(view, proxy=None) as b:
+            a.recv(10), b.recv(10)
+            with connect(view, proxy=None) as c, pytest.raises(ConnectionClosed) as closed:
+                c.recv(10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert "too many viewer connections" in closed.value.rcvd.reason
+        auth = {"Authorization": f"Bearer {daemon.token}"}
+        with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as k1:
+            k1.send(hello())
+            k1.recv(10)
+            with (
+                connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as k2,
+                pytest.raises(ConnectionClosed) as closed,
+            ):
+                k2.recv(10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        with connect(view, proxy=None) as again:  # slots come back when connections end
+            assert isinstance(json.loads(again.recv(10)), list)  # records, not a close
+    finally:
+        daemon.stop()
+
+
+def test_no_websocket_compression_is_negotiated(daemon: Daemon) -> None:
+    """A client offering permessage-deflate gets none: there is nothing to decompress."""
+    with connect(
+        ws_url(daemon, f"ws/view?token={daemon.token}"), proxy=None, compression="deflate"
+    ) as ws:
+        assert ws.response is not None
+        assert "sec-websocket-extensions" not in ws.response.headers
