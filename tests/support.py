@@ -50,6 +50,18 @@ def wait_for(condition: Callable[[], T], timeout: float = 10, what: str = "condi
         time.sleep(0.02)
 
 
+def nbrelay(*args: str, runtime: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``nbrelay`` command to completion (in ``runtime`` as Jupyter's runtime dir)."""
+    env = {**os.environ, **({"JUPYTER_RUNTIME_DIR": str(runtime)} if runtime else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "nbrelay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60 * FACTOR,
+        env=env,
+    )
+
+
 class Daemon:
     """``nbrelay serve`` in its own process, on a free loopback port, with a temp database."""
 

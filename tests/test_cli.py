@@ -12,17 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import FACTOR, Daemon, wait_for
-
-
-def nbrelay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nbrelay", *args],
-        capture_output=True,
-        text=True,
-        timeout=60 * FACTOR,
-        env=env,
-    )
+from support import FACTOR, Daemon, nbrelay, wait_for
 
 
 def test_help_shows_every_flag_with_its_default_and_variable() -> None:
@@ -44,8 +34,7 @@ def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
     """A port already in use: exit 1 and one clear line, no traceback."""
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
-        out = nbrelay("--port", str(port), "--db", str(tmp_path / "db.sqlite3"), env=env)
+        out = nbrelay("--port", str(port), "--db", str(tmp_path / "db.sqlite3"), runtime=tmp_path)
     assert out.returncode == 1
     assert out.stderr.strip() == (
         f"nbrelay: error: port {port} on 127.0.0.1 is already in use: pick another with --port "

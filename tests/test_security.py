@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import FACTOR, Daemon, Kernel, wait_for
+from support import FACTOR, Daemon, Kernel, nbrelay, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -91,24 +91,9 @@ def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest:
 
 def test_unsafe_no_token_only_on_loopback(tmp_path: Path) -> None:
     """Without a token the daemon refuses a non-loopback address, and says why."""
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nbrelay",
-            "--host",
-            "0.0.0.0",
-            "--unsafe-no-token",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "db.sqlite3"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+    db = str(tmp_path / "db.sqlite3")
+    out = nbrelay(
+        "--host", "0.0.0.0", "--unsafe-no-token", "--port", "0", "--db", db, runtime=tmp_path
     )
     assert out.returncode == 1
     assert "refusing to listen on 0.0.0.0 without a token" in out.stderr
@@ -260,14 +245,7 @@ def test_runtime_folder_open_to_others_is_refused(tmp_path: Path) -> None:
     runtime = tmp_path / "shared"
     runtime.mkdir()
     runtime.chmod(0o777)
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
-    out = subprocess.run(
-        [sys.executable, "-m", "nbrelay", "--port", "0", "--db", str(tmp_path / "db.sqlite3")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    out = nbrelay("--port", "0", "--db", str(tmp_path / "db.sqlite3"), runtime=runtime)
     assert out.returncode == 1
     assert "open to other users (mode 777)" in out.stderr and "chmod 700" in out.stderr
 
