@@ -29,6 +29,9 @@ log = logging.getLogger("nbrelay.app")
 STATIC_DIR = Path(static.__file__).parent
 
 
+MAX_SEQ = 2**63 - 1
+
+
 class BadQuery(ValueError):
     """A query parameter that cannot be used; answered with 400 (HTTP) or 1008 (WebSocket)."""
 
@@ -88,14 +91,16 @@ class Relay:
         if not self.authorized(request):
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         try:
-            since = _int_param(request, "since", 0, 0, 2**63 - 1)
+            since = _int_param(request, "since", 0, 0, MAX_SEQ)
+            before = _int_param(request, "before", MAX_SEQ, 1, MAX_SEQ)
             limit = _int_param(
                 request, "limit", self.settings.page_records, 1, self.settings.page_records
             )
         except BadQuery as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         kernel_id = request.query_params.get("kernel_id")
-        rows = await self.store.read(since, limit, kernel_id)
+        backwards = "before" in request.query_params
+        rows = await self.store.read(since, limit, kernel_id, before if backwards else None)
         last_seq = self.store.kernel_head(kernel_id)
         body = '{"messages":' + protocol.records_frame([r for _, r in rows])
         return Response(f'{body},"last_seq":{last_seq}}}', media_type="application/json")
@@ -129,7 +134,7 @@ class Relay:
 
     async def _view(self, ws: WebSocket) -> None:
         try:
-            since = _int_param(ws, "since", 0, 0, 2**63 - 1)
+            since = _int_param(ws, "since", 0, 0, MAX_SEQ)
         except BadQuery as exc:
             await ws.close(protocol.CLOSE_POLICY, str(exc))
             return
@@ -232,17 +237,18 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await relay.store.close()
 
+    routes = [
+        Route("/", relay.index),
+        Route("/api/kernels", relay.kernels),
+        Route("/api/messages", relay.messages),
+        WebSocketRoute("/ws/view", relay.view),
+        WebSocketRoute("/ws/ingest", relay.ingest),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    if settings.base_url != "/":  # every URL in the page is relative: it works under any prefix
+        routes = [Mount(settings.base_url.rstrip("/"), routes=routes)]
     app = Starlette(
-        middleware=[Middleware(Guard, settings=settings)],
-        routes=[
-            Route("/", relay.index),
-            Route("/api/kernels", relay.kernels),
-            Route("/api/messages", relay.messages),
-            WebSocketRoute("/ws/view", relay.view),
-            WebSocketRoute("/ws/ingest", relay.ingest),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ],
-        lifespan=lifespan,
+        middleware=[Middleware(Guard, settings=settings)], routes=routes, lifespan=lifespan
     )
     app.state.relay = relay
     return app

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port to listen on; 0 picks a free one (env NBRELAY_PORT)",
     )
     add(
+        "--base-url",
+        default=_env("NBRELAY_BASE_URL", "/"),
+        help="path prefix to serve under, e.g. /nbrelay/ behind a reverse proxy that keeps it "
+        "(env NBRELAY_BASE_URL)",
+    )
+    add(
         "--db",
         type=Path,
         default=_env("NBRELAY_DB", default_db()),
@@ -132,6 +138,7 @@ def _serve(args: argparse.Namespace) -> None:
     settings = Settings(
         host=args.host,
         port=args.port,
+        base_url=args.base_url,
         db=args.db,
         unsafe_no_token=args.unsafe_no_token,
         allow_origins=tuple(args.allow_origin),

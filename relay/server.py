@@ -90,7 +90,7 @@ def serve(settings: Settings) -> None:
     configure_logging(settings)
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
-    url = url_of(settings.host, port)
+    url = url_of(settings.host, port) + settings.base_url.lstrip("/")
     config = uvicorn.Config(
         create_app(settings),
         log_config=None,  # ours, above: one format and the token filter for every logger

@@ -12,6 +12,7 @@ from platformdirs import user_data_path
 
 from .errors import NbrelayError
 
+MIN_TOKEN_LENGTH = 16  # a guessable token is no token
 KiB = 2**10
 MiB = 2**20
 _UNITS = {
@@ -57,6 +58,8 @@ def is_loopback(host: str) -> bool:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8765  # 0 picks a free port; the runtime file tells which
+    #: Path prefix everything is served under, for a reverse proxy that keeps it.
+    base_url: str = "/"
     db: Path = field(default_factory=default_db)
     token: str = field(default_factory=new_token, repr=False)
     #: No token at all: anyone who can reach the port reads everything. Loopback only.
@@ -76,6 +79,13 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        prefix = self.base_url.strip("/")
+        object.__setattr__(self, "base_url", f"/{prefix}/" if prefix else "/")  # /a/b/ form
+        if len(self.token) < MIN_TOKEN_LENGTH and not self.unsafe_no_token:
+            raise NbrelayError(
+                f"the token must have at least {MIN_TOKEN_LENGTH} characters; leave --token out "
+                "to get a random one"
+            )
         if self.unsafe_no_token and not is_loopback(self.host):
             raise NbrelayError(
                 f"refusing to listen on {self.host} without a token: anyone who can reach it "

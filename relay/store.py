@@ -282,20 +282,25 @@ class Store:
         return self.head if kernel_id is None else self._kernel_heads.get(kernel_id, 0)
 
     async def read(
-        self, after: int, limit: int, kernel_id: str | None = None
+        self, after: int, limit: int, kernel_id: str | None = None, before: int | None = None
     ) -> list[tuple[int, str]]:
-        """Up to ``limit`` records with ``seq > after``, in order, as ``(seq, JSON text)``."""
+        """Records with ``after < seq < before``, in order, as ``(seq, JSON text)``: the first
+        ``limit`` of them, or with ``before`` the last ``limit`` (a viewer opens at the end)."""
         assert self._reader is not None
-        if kernel_id is None:
-            rows = await self._reader.execute_fetchall(
-                "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        where, params = "seq > ?", [after]
+        if before is not None:
+            where, params = where + " AND seq < ?", [*params, before]
+        if kernel_id is not None:
+            where, params = "kernel_id = ? AND " + where, [kernel_id, *params]
+        order = "DESC" if before is not None else "ASC"
+        rows = list(
+            await self._reader.execute_fetchall(
+                f"SELECT seq, body FROM records WHERE {where} ORDER BY seq {order} LIMIT ?",
+                (*params, limit),
             )
-        else:
-            rows = await self._reader.execute_fetchall(
-                "SELECT seq, body FROM records WHERE kernel_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (kernel_id, after, limit),
-            )
+        )
+        if before is not None:
+            rows.reverse()
         return [(seq, protocol.record_json(seq, body)) for seq, body in rows]
 
     async def kernels(self) -> list[dict[str, Any]]:

@@ -75,7 +75,7 @@ def test_bad_parameters_get_400(daemon: Daemon, params: dict[str, str], problem:
 
 
 def test_messages_are_paged_in_seq_order(daemon: Daemon) -> None:
-    """since/limit page through the records; last_seq is the newest stored seq."""
+    """since/limit page forwards, before/limit backwards; last_seq is the newest stored seq."""
     fill(daemon, 25)
     page = daemon.get("api/messages", since=0, limit=10).json()
     assert [r["seq"] for r in page["messages"]] == list(range(1, 11))
@@ -91,6 +91,10 @@ def test_messages_are_paged_in_seq_order(daemon: Daemon) -> None:
         "time",
         "content",
     }
+    tail = daemon.get("api/messages", before=26, limit=3).json()["messages"]
+    assert [r["seq"] for r in tail] == [23, 24, 25]  # the newest before 26, in order
+    between = daemon.get("api/messages", since=2, before=6).json()["messages"]
+    assert [r["seq"] for r in between] == [3, 4, 5]
     unknown = daemon.get("api/messages", kernel_id="no-such-kernel").json()
     assert unknown == {"messages": [], "last_seq": 0}
 

@@ -101,3 +101,12 @@ def test_every_flag_is_documented_in_the_readme() -> None:
     for flag in sorted(flags):
         env = "NBRELAY_" + flag[2:].upper().replace("-", "_")
         assert f"`{flag}`" in readme and f"`{env}`" in readme, flag
+
+
+def test_short_tokens_are_refused(tmp_path: Path) -> None:
+    """A token a person could guess is refused with a clear message."""
+    out = nbrelay(
+        "--token", "secret", "--port", "0", "--db", str(tmp_path / "db"), runtime=tmp_path
+    )
+    assert out.returncode == 1
+    assert "at least 16 characters" in out.stderr

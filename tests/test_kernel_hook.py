@@ -174,7 +174,7 @@ def test_daemon_restarted_with_a_new_token_is_found_again(daemon: Daemon, kernel
     before = kernel.run_ok("print('before')")
     relayed(daemon, kernel, before)
     daemon.stop()
-    daemon.token = "a-new-token"
+    daemon.token = "a-new-token-after-the-restart"
     daemon.start()
     after = kernel.run_ok("print('after')")
     assert_relayed(daemon, kernel, after)
