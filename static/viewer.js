@@ -1,10 +1,18 @@
-// The nbrelay viewer: replays every record from /ws/view, groups it by kernel and cell,
-// then follows live output. After a disconnect it resumes after the last seq it rendered,
-// so nothing is shown twice and nothing is skipped. All URLs are relative to the page.
+// The nbrelay viewer: a list of kernels, and the selected kernel's output as a notebook shows
+// it. A kernel opens at its latest output (the last records, read backwards), then follows
+// /ws/view live from there; after any disconnect it resumes after the last seq it rendered,
+// so nothing is shown twice and nothing is skipped. All URLs are relative to the page, so
+// it works under any path prefix.
 "use strict";
 
+import { KernelView } from "./outputs.js";
+
 const TOKEN_KEY = "nbrelay.token";
-const ANSI = /\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)/g;
+const TAIL = 1000;  // records loaded when a kernel opens, and per "load earlier"
+const POLL_MS = 5000;
+const MAX_DELAY_MS = 5000;
+const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+const $ = (selector) => document.querySelector(selector);
 
 function takeToken() {
   // The URL nbrelay prints carries #token=...; keep it for this tab, then drop it from the bar.
@@ -20,196 +28,262 @@ function takeToken() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
 }
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;  // text, never markup
-  return node;
+function ago(iso) {
+  if (!iso) return "";
+  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return `${Math.floor(seconds / 86400)} d ago`;
 }
 
-class Kernel {
-  constructor(id, viewer) {
-    this.id = id;
-    this.cells = new Map();  // parent msg_id -> {root, outputs, clearPending}
-    this.root = el("div", "kernel");
-    this.root.dataset.kernel = id;
-    this.item = el("li", "", id);
-    this.item.tabIndex = 0;
-    const select = () => viewer.select(id);
-    this.item.addEventListener("click", select);
-    this.item.addEventListener("keydown", (e) => { if (e.key === "Enter") select(); });
-    this.state = "";
-  }
-
-  label(content) {
-    const name = content.notebook || this.id;
-    this.item.textContent = `${name} (${content.hostname || "?"})`;
-  }
-
-  cell(parentId) {
-    const key = parentId || "";
-    let cell = this.cells.get(key);
-    if (!cell) {
-      const root = el("div", "cell");
-      const outputs = el("div", "outputs");
-      root.append(outputs);
-      this.root.append(root);
-      cell = { root, outputs, clearPending: false };
-      this.cells.set(key, cell);
-    }
-    return cell;
-  }
-
-  add(record) {
-    const c = record.content;
-    switch (record.msg_type) {
-      case "nbrelay.start":
-        this.label(c);
-        this.root.append(el("div", "notice", `kernel process ${c.pid} started on ${c.hostname} at ${c.started}`));
-        return;
-      case "nbrelay.gap":
-        this.root.append(el("div", "notice", `${c.dropped} messages were lost: the kernel's buffer was full`));
-        return;
-      case "status":
-        this.state = c.execution_state;
-        this.item.dataset.state = this.state;
-        return;
-      case "execute_input": {
-        const cell = this.cell(record.parent_msg_id);
-        const head = el("div", "head");
-        head.append(el("span", "count", `[${c.execution_count}] `));
-        cell.root.insertBefore(head, cell.outputs);
-        cell.root.insertBefore(el("pre", "code", c.code), cell.outputs);
-        return;
-      }
-    }
-    const cell = this.cell(record.parent_msg_id);
-    if (record.msg_type === "clear_output") {
-      if (c.wait) cell.clearPending = true; else cell.outputs.replaceChildren();
-      return;
-    }
-    if (cell.clearPending) { cell.outputs.replaceChildren(); cell.clearPending = false; }
-    if (record.msg_type === "stream") {
-      const last = cell.outputs.lastElementChild;
-      if (last && last.tagName === "PRE" && last.dataset.stream === c.name) {
-        last.textContent += c.text.replace(ANSI, "");
-      } else {
-        const pre = el("pre", c.name, c.text.replace(ANSI, ""));
-        pre.dataset.stream = c.name;
-        cell.outputs.append(pre);
-      }
-    } else if (record.msg_type === "error") {
-      const box = el("div", "error");
-      box.append(el("div", "ename", `${c.ename}: ${c.evalue}`));
-      box.append(el("pre", "traceback", (c.traceback || []).join("\n").replace(ANSI, "")));
-      cell.outputs.append(box);
-    } else if (record.msg_type === "update_display_data") {
-      const id = c.transient && c.transient.display_id;
-      for (const node of this.root.querySelectorAll("[data-display-id]")) {
-        if (node.dataset.displayId === id) node.replaceChildren(renderMime(c.data || {}));
-      }
-    } else {  // display_data, execute_result
-      const box = el("div", "display");
-      const id = c.transient && c.transient.display_id;
-      if (id) box.dataset.displayId = id;
-      box.append(renderMime(c.data || {}));
-      cell.outputs.append(box);
-    }
-  }
-}
-
-function renderMime(data) {
-  for (const type of ["image/png", "image/jpeg"]) {
-    if (data[type]) {
-      const img = el("img");
-      img.alt = data["text/plain"] || type;
-      img.src = `data:${type};base64,${data[type]}`;
-      return img;
-    }
-  }
-  for (const type of ["text/html", "image/svg+xml"]) {
-    if (data[type]) {
-      // Kernel HTML runs in an opaque origin: it cannot reach this page, its storage or the token.
-      const frame = el("iframe", "html");
-      frame.sandbox = "allow-scripts";
-      frame.srcdoc = [].concat(data[type]).join("");
-      return frame;
-    }
-  }
-  const text = [].concat(data["text/plain"] || "").join("");
-  return el("pre", "plain", text);
-}
-
-class Viewer {
+class App {
   constructor() {
     this.token = takeToken();
-    this.kernels = new Map();
-    this.lastSeq = 0;
-    this.delay = 500;
+    this.base = new URL(".", location.href);
+    this.kernels = new Map();  // id -> {info, item, view}
     this.selected = new URLSearchParams(location.search).get("kernel");
-    this.connection = document.getElementById("connection");
+    this.ws = null;
+    this.delay = 500;
+    this.follow = true;
+    this.frame = 0;
+    this.scroller = $("#outputs");
   }
 
-  kernel(id) {
-    let k = this.kernels.get(id);
-    if (!k) {
-      k = new Kernel(id, this);
-      this.kernels.set(id, k);
-      document.getElementById("kernels").append(k.item);
-      document.getElementById("outputs").append(k.root);
-      if (!this.selected || this.selected === id) this.select(id);
+  async api(path, params = {}) {
+    const url = new URL(path, this.base);
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${this.token}` } });
+    if (response.status === 401) {
+      this.setState("the token was refused: open the URL that `nbrelay` printed", "error");
+      throw new Error("unauthorized");
     }
-    return k;
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
   }
 
-  select(id) {
+  setState(text, kind) {
+    const state = $("#connection");
+    state.textContent = text;
+    state.dataset.kind = kind;
+  }
+
+  async start() {
+    this.scroller.addEventListener("scroll", () => this.onScroll());
+    $("#jump").addEventListener("click", () => this.jump());
+    $("#earlier").addEventListener("click", () => this.loadEarlier());
+    $("#search").addEventListener("submit", (e) => { e.preventDefault(); this.search(); });
+    $("#download").addEventListener("click", () => this.download());
+    try {
+      await this.refreshKernels();
+    } catch {
+      return;
+    }
+    setInterval(() => this.refreshKernels().catch(() => {}), POLL_MS);
+    if (!this.selected && this.kernels.size) this.selected = this.kernels.keys().next().value;
+    if (this.selected) await this.open(this.selected);
+    else this.connect();  // nothing yet: wait for the first kernel to speak
+  }
+
+  entry(id) {
+    let entry = this.kernels.get(id);
+    if (!entry) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.addEventListener("click", () => this.open(id));
+      item.append(button);
+      $("#kernels").append(item);
+      entry = { info: { kernel_id: id }, item, button, view: null };
+      this.kernels.set(id, entry);
+    }
+    return entry;
+  }
+
+  async refreshKernels() {
+    const { kernels } = await this.api("api/kernels");
+    for (const info of kernels) this.entry(info.kernel_id).info = info;
+    for (const entry of this.kernels.values()) this.drawEntry(entry);
+  }
+
+  drawEntry(entry) {
+    const info = entry.info;
+    const state = info.connected === false ? "disconnected" : (entry.view && entry.view.state) || info.execution_state || "";
+    const name = info.notebook || info.kernel_id;
+    entry.button.replaceChildren();
+    const title = document.createElement("span");
+    title.className = "name";
+    title.textContent = name;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = [info.hostname, ago(info.last_time)].filter(Boolean).join(" · ");
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = state;
+    entry.item.dataset.state = state;
+    entry.button.append(title, badge, meta);
+    entry.item.classList.toggle("selected", info.kernel_id === this.selected);
+    entry.button.setAttribute("aria-current", info.kernel_id === this.selected ? "true" : "false");
+  }
+
+  async open(id) {
+    if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
+    clearTimeout(this.retry);
     this.selected = id;
-    for (const k of this.kernels.values()) {
-      const on = k.id === id;
-      k.root.classList.toggle("selected", on);
-      k.item.classList.toggle("selected", on);
-    }
     const url = new URL(location.href);
     url.searchParams.set("kernel", id);
     history.replaceState(null, "", url.pathname + url.search);
+    const entry = this.entry(id);
+    for (const other of this.kernels.values()) this.drawEntry(other);
+    if (!entry.view) {
+      entry.view = new KernelView(id);
+      this.setState("loading the latest output", "replaying");
+      const { messages } = await this.api("api/messages", { kernel_id: id, before: NO_LIMIT, limit: TAIL });
+      entry.view.add(messages);
+      entry.view.hasEarlier = messages.length === TAIL;
+    }
+    $("#view").replaceChildren(entry.view.root);
+    $("#earlier").hidden = !entry.view.hasEarlier;
+    this.follow = true;
+    this.render();
+    this.connect();
   }
 
-  setState(text, live) {
-    this.connection.textContent = text;
-    this.connection.classList.toggle("live", live);
+  get view() {
+    const entry = this.kernels.get(this.selected);
+    return entry ? entry.view : null;
   }
 
   connect() {
-    const url = new URL("ws/view", location.href);
+    const view = this.view;
+    const url = new URL("ws/view", this.base);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-    url.search = new URLSearchParams({ since: this.lastSeq, token: this.token });
+    const params = { since: view ? view.lastSeq : 0, token: this.token };
+    if (view) params.kernel_id = view.id;
+    url.search = new URLSearchParams(params);
     const ws = new WebSocket(url);
-    this.setState("replaying", false);
-    ws.onmessage = (event) => this.receive(JSON.parse(event.data));
-    ws.onclose = (event) => {
-      if (event.code === 1008) {
-        this.setState("the token was refused: open the URL that `nbrelay` printed", false);
+    this.ws = ws;
+    const from = params.since;
+    const target = view ? this.entry(view.id).info.last_seq || 0 : 0;
+    this.setState("replaying", "replaying");
+    ws.onmessage = (event) => {
+      const data = JSON.parse(event.data);
+      if (!Array.isArray(data)) {
+        if (data.type === "caught_up") { this.delay = 500; this.setState("live", "live"); }
         return;
       }
-      const wait = this.delay * (0.5 + Math.random());
-      this.delay = Math.min(this.delay * 2, 5000);
-      this.setState(`reconnecting in ${Math.round(wait / 1000)} s`, false);
-      setTimeout(() => this.connect(), wait);
+      if (!this.view) {  // the first kernel to speak becomes the selection
+        this.open(data[0].kernel_id);
+        return;
+      }
+      this.view.add(data);
+      if ($("#connection").dataset.kind === "replaying" && target > from) {
+        const done = Math.min(100, Math.round((100 * (this.view.lastSeq - from)) / (target - from)));
+        this.setState(`replaying ${done}%`, "replaying");
+      }
+      this.scheduleRender();
+    };
+    ws.onclose = (event) => {
+      if (ws !== this.ws) return;
+      if (event.code === 1008) {
+        this.setState("the token was refused: open the URL that `nbrelay` printed", "error");
+        return;
+      }
+      this.reconnectIn(this.delay * (0.5 + Math.random()));
+      this.delay = Math.min(this.delay * 2, MAX_DELAY_MS);
     };
   }
 
-  receive(data) {
-    if (!Array.isArray(data)) {
-      if (data.type === "caught_up") { this.delay = 500; this.setState("live", true); }
-      return;
+  reconnectIn(ms) {
+    const until = Date.now() + ms;
+    const tick = () => {
+      const left = until - Date.now();
+      if (left <= 0) { this.connect(); return; }
+      this.setState(`reconnecting in ${Math.ceil(left / 1000)} s`, "reconnecting");
+      this.retry = setTimeout(tick, Math.min(left, 1000));
+    };
+    tick();
+  }
+
+  scheduleRender() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
+  }
+
+  render() {
+    const view = this.view;
+    if (!view) return;
+    view.render();
+    document.body.dataset.lastSeq = view.lastSeq;
+    const entry = this.kernels.get(view.id);
+    if (entry && view.state) this.drawEntry(entry);
+    if (this.follow) this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  onScroll() {
+    const atBottom = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < 40;
+    this.follow = atBottom;
+    $("#jump").hidden = atBottom;
+  }
+
+  jump() {
+    this.follow = true;
+    $("#jump").hidden = true;
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  async loadEarlier() {
+    const old = this.view;
+    const { messages } = await this.api("api/messages", { kernel_id: old.id, before: old.firstSeq, limit: TAIL });
+    const view = new KernelView(old.id);
+    view.add([...messages, ...old.records]);
+    view.hasEarlier = messages.length === TAIL;
+    this.entry(old.id).view = view;
+    const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
+    $("#view").replaceChildren(view.root);
+    $("#earlier").hidden = !view.hasEarlier;
+    view.render();
+    this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+  }
+
+  search() {
+    const query = $("#search input").value.toLowerCase();
+    const view = this.view;
+    for (const old of document.querySelectorAll(".hit")) old.classList.remove("hit");
+    if (!query || !view) { $("#hits").textContent = ""; return; }
+    const hits = [...view.root.querySelectorAll(".line, .ename, summary, .display pre")]
+      .filter((node) => node.textContent.toLowerCase().includes(query));
+    if (!hits.length) { $("#hits").textContent = "no match"; return; }
+    this.hit = query === this.lastQuery ? (this.hit + 1) % hits.length : 0;
+    this.lastQuery = query;
+    const node = hits[this.hit];
+    node.classList.add("hit");
+    node.scrollIntoView({ block: "center" });
+    this.follow = false;
+    $("#jump").hidden = false;
+    $("#hits").textContent = `${this.hit + 1} of ${hits.length}`;
+  }
+
+  // The whole history of the kernel as text, read page by page (more than what is shown).
+  async download() {
+    const view = this.view;
+    if (!view) return;
+    const button = $("#download");
+    const transcript = new KernelView(view.id);  // never rendered: text only
+    let since = 0;
+    for (;;) {
+      const { messages } = await this.api("api/messages", { kernel_id: view.id, since });
+      if (!messages.length) break;
+      transcript.add(messages);
+      since = messages[messages.length - 1].seq;
+      button.textContent = `Downloading… ${transcript.records.length} records`;
     }
-    for (const record of data) {
-      if (record.seq <= this.lastSeq) continue;  // never render a record twice
-      this.kernel(record.kernel_id).add(record);
-      this.lastSeq = record.seq;
-    }
-    document.body.dataset.lastSeq = this.lastSeq;
+    button.textContent = "Download transcript";
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([transcript.text()], { type: "text/plain" }));
+    link.download = `${(this.entry(view.id).info.notebook || view.id).split("/").pop()}.txt`;
+    link.click();
+    URL.revokeObjectURL(link.href);
   }
 }
 
-new Viewer().connect();
+new App().start();

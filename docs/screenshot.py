@@ -1,0 +1,50 @@
+"""Make docs/screenshot.png: a real daemon, a real kernel running a realistic session, and
+the viewer in headless Chromium. Run from the repository root: python docs/screenshot.py"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support import Daemon, Kernel  # noqa: E402
+
+CELLS = [
+    "import sys, time\nprint('loading data from s3://bucket/train.parquet ...')\n"
+    "print('\\x1b[32m✓\\x1b[0m 1,204,311 rows, 38 columns')",
+    "for epoch in range(1, 4):\n    for step in range(0, 101, 5):\n"
+    "        print(f'\\repoch {epoch}: {step:3d}% |' + '█' * (step // 5) + ' ' * (20 - step // 5) + '|', end='')\n"
+    "    print(f'  loss={0.9 / epoch:.3f}')",
+    "from IPython.display import HTML\n"
+    "HTML('<table><tr><th>model</th><th>auc</th></tr><tr><td>baseline</td><td>0.81</td></tr>"
+    "<tr><td>tuned</td><td>0.87</td></tr></table>')",
+    "print('saving checkpoint', file=sys.stderr)\nraise RuntimeError('out of GPU memory while saving')",
+]
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = Daemon(Path(tmp)).start()
+        kernel = Kernel(daemon.runtime_dir)
+        try:
+            kernel.run_ok("%load_ext nbrelay")
+            for code in CELLS:
+                kernel.run(code)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1100, "height": 720})
+                page.goto(f"{daemon.url}#token={daemon.token}")
+                expect(page.locator("#connection")).to_have_text("live")
+                expect(page.get_by_text("out of GPU memory").first).to_be_visible()
+                page.screenshot(path=str(Path(__file__).parent / "screenshot.png"))
+                browser.close()
+        finally:
+            kernel.shutdown()
+            daemon.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+// One kernel's output as a notebook shows it: cells (one per execution), and in each its
+// streams, rich displays and errors. Records go in with add(); the DOM is brought up to
+// date once per animation frame, and only where something changed.
+"use strict";
+
+import { Terminal } from "./terminal.js";
+import { marked } from "./vendor/marked/marked.esm.js";
+
+export const SHOWN_LINES = 2000;  // stream lines in the DOM at first; "show earlier" adds more
+const FRAME_SCRIPT = new URL("frame.js", import.meta.url).href;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;  // text, never markup
+  return node;
+}
+
+function joined(value) {
+  return Array.isArray(value) ? value.join("") : String(value ?? "");
+}
+
+// Terminal segments as DOM: spans with classes for the 16 colours, inline colours otherwise.
+function renderLine(line) {
+  const div = el("div", "line");
+  for (const seg of line) {
+    const s = seg.style;
+    if (!s.fg && !s.bg && !s.bold && !s.dim && !s.italic && !s.underline && !s.inverse) {
+      div.append(seg.text);
+      continue;
+    }
+    const span = el("span", "", seg.text);
+    let [fg, bg] = s.inverse ? [s.bg, s.fg] : [s.fg, s.bg];
+    if (s.inverse) span.classList.add("ansi-inverse");
+    for (const [color, prop] of [[fg, "color"], [bg, "backgroundColor"]]) {
+      if (!color) continue;
+      if (color.name) span.classList.add(`ansi-${prop === "color" ? "fg" : "bg"}-${color.name}`);
+      else span.style[prop] = `rgb(${color.rgb.join(",")})`;
+    }
+    for (const flag of ["bold", "dim", "italic", "underline"]) if (s[flag]) span.classList.add(`ansi-${flag}`);
+    div.append(span);
+  }
+  return div;
+}
+
+// A terminal's lines as a <pre>, re-rendering only the lines changed since last time.
+class TerminalView {
+  constructor(className) {
+    this.term = new Terminal();
+    this.pre = el("pre", className);
+    this.more = el("button", "show-earlier");
+    this.more.type = "button";
+    this.more.hidden = true;
+    this.more.addEventListener("click", () => { this.shown += SHOWN_LINES; this.rebuild(); });
+    this.root = el("div", "terminal");
+    this.root.append(this.more, this.pre);
+    this.shown = SHOWN_LINES;
+    this.first = 0;  // index in term.lines of the first line in the DOM
+  }
+
+  write(text) { this.term.write(text); }
+
+  lines() {
+    const lines = this.term.lines;
+    // A stream that ends with "\n" has an empty last line; a notebook does not show it.
+    return lines.length > 1 && lines[lines.length - 1].length === 0 ? lines.slice(0, -1) : lines;
+  }
+
+  rebuild() {
+    this.pre.replaceChildren();
+    this.term.dirty = 0;
+    this.render();
+  }
+
+  render() {
+    const term = this.term;
+    if (term.dirty === Infinity) return;
+    const lines = this.lines();
+    const first = Math.max(0, lines.length - this.shown);
+    if (first !== this.first || term.dirty < first) {
+      this.pre.replaceChildren();  // the window moved: redraw it
+      this.first = first;
+      term.dirty = first;
+    }
+    // Drop the DOM lines from the first changed one on, then draw them again.
+    const keep = Math.max(0, term.dirty - this.first);
+    while (this.pre.childNodes.length > keep) this.pre.lastChild.remove();
+    for (let i = this.first + keep; i < lines.length; i++) this.pre.append(renderLine(lines[i]));
+    term.dirty = Infinity;
+    const hidden = first + term.trimmed;
+    this.more.hidden = hidden === 0;
+    this.more.disabled = first === 0;
+    this.more.textContent = first === 0
+      ? `${hidden} earlier lines are no longer kept (download the transcript for all)`
+      : `show ${Math.min(SHOWN_LINES, first)} earlier lines (${hidden} hidden)`;
+  }
+
+  text() { return this.term.text(); }
+}
+
+// Rich output, best representation first, as Jupyter picks it.
+function renderMime(data) {
+  if (data["text/html"] !== undefined) return sandboxed(joined(data["text/html"]));
+  for (const type of ["image/svg+xml", "image/png", "image/jpeg", "image/gif"]) {
+    if (data[type] === undefined) continue;
+    const img = el("img");
+    img.alt = joined(data["text/plain"]) || type;
+    // An SVG as an image is inert: no scripts, no access to this page.
+    const payload = type === "image/svg+xml" ? btoa(unescape(encodeURIComponent(joined(data[type])))) : joined(data[type]);
+    img.src = `data:${type};base64,${payload.replace(/\s/g, "")}`;
+    return img;
+  }
+  if (data["text/markdown"] !== undefined) return sandboxed(marked.parse(joined(data["text/markdown"])));
+  if (data["application/json"] !== undefined) return el("pre", "json", JSON.stringify(data["application/json"], null, 2));
+  const view = new TerminalView("plain");
+  view.write(joined(data["text/plain"]));
+  view.render();
+  return view.root;
+}
+
+// Kernel HTML in an iframe with an opaque origin: no access to this page, its storage or
+// the token. It inherits this page's CSP, so the kernel's own scripts do not run; only
+// frame.js (ours) does, to report the content's height.
+function sandboxed(html) {
+  const frame = el("iframe", "html");
+  frame.sandbox = "allow-scripts";
+  frame.title = "kernel output";
+  frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script src="${FRAME_SCRIPT}"></script>${html}`;
+  return frame;
+}
+
+window.addEventListener("message", (event) => {
+  const height = event.data && event.data.nbrelayHeight;
+  if (typeof height !== "number") return;
+  for (const frame of document.querySelectorAll("iframe.html")) {
+    if (frame.contentWindow === event.source) frame.style.height = `${Math.min(Math.max(height, 20), 4000)}px`;
+  }
+});
+
+class Display {
+  constructor(content, prompt) {
+    this.root = el("div", "display");
+    this.prompt = prompt;
+    this.update(content);
+  }
+  update(content) {
+    this.content = content;
+    this.root.replaceChildren();
+    if (this.prompt) this.root.append(el("span", "prompt", this.prompt));
+    this.root.append(renderMime(content.data || {}));
+  }
+  render() {}
+  text() { return joined((this.content.data || {})["text/plain"]); }
+}
+
+class ErrorOutput {
+  constructor(content) {
+    this.content = content;
+    this.root = el("div", "error");
+    this.root.append(el("div", "ename", `${content.ename}: ${content.evalue}`));
+    this.tb = new TerminalView("traceback");
+    this.tb.write((content.traceback || []).join("\n"));
+    this.root.append(this.tb.root);
+  }
+  render() { this.tb.render(); }
+  text() { return this.tb.text(); }
+}
+
+class Stream {
+  constructor(name) {
+    this.name = name;
+    this.view = new TerminalView(`stream ${name}`);
+    this.root = this.view.root;
+  }
+  render() { this.view.render(); }
+  text() { return this.view.text(); }
+}
+
+class Cell {
+  constructor(kernel, id) {
+    this.id = id;
+    this.outputs = [];
+    this.clearPending = false;
+    this.root = el("section", "cell");
+    this.head = el("div", "head");
+    this.outputsEl = el("div", "outputs");
+    const copy = el("button", "copy", "copy output");
+    copy.type = "button";
+    copy.addEventListener("click", () => navigator.clipboard.writeText(this.text()));
+    this.head.append(copy);
+    this.root.append(this.head, this.outputsEl);
+  }
+
+  input(content) {
+    const code = el("details", "code");
+    code.open = content.code.split("\n").length <= 12;
+    const summary = el("summary");
+    summary.append(el("span", "count", `[${content.execution_count}]`), " ", el("span", "first", content.code.split("\n")[0]));
+    code.append(summary, el("pre", "", content.code));
+    this.head.prepend(code);
+  }
+
+  clear() {
+    this.outputs = [];
+    this.outputsEl.replaceChildren();
+  }
+
+  add(output) {
+    this.outputs.push(output);
+    this.outputsEl.append(output.root);
+    return output;
+  }
+
+  text() { return this.outputs.map((o) => o.text()).join("\n"); }
+}
+
+export class KernelView {
+  constructor(id) {
+    this.id = id;
+    this.cells = new Map();
+    this.displays = new Map();  // display_id -> [Display]
+    this.dirty = new Set();
+    this.root = el("div", "kernel");
+    this.root.dataset.kernel = id;
+    this.firstSeq = Infinity;  // the records shown run from here...
+    this.lastSeq = 0;  // ...to here
+    this.records = [];
+  }
+
+  cell(parentId) {
+    const key = parentId || "";
+    let cell = this.cells.get(key);
+    if (!cell) {
+      cell = new Cell(this, key);
+      this.cells.set(key, cell);
+      this.root.append(cell.root);
+    }
+    return cell;
+  }
+
+  notice(text) {
+    this.root.append(el("div", "notice", text));
+  }
+
+  // Add records in seq order; earlier ones than shown rebuild the whole view.
+  add(records) {
+    for (const record of records) {
+      if (record.seq <= this.lastSeq) continue;  // never render a record twice
+      this.records.push(record);
+      this.apply(record);
+      this.firstSeq = Math.min(this.firstSeq, record.seq);
+      this.lastSeq = record.seq;
+    }
+  }
+
+  apply(record) {
+    const c = record.content;
+    switch (record.msg_type) {
+      case "nbrelay.start":
+        this.notice(`kernel process ${c.pid} started on ${c.hostname} at ${c.started}`);
+        return;
+      case "nbrelay.gap":
+        this.notice(`${c.dropped} messages were lost here: the kernel's buffer was full while the daemon was away`);
+        return;
+      case "status":
+        this.state = c.execution_state;
+        return;
+      case "execute_input":
+        this.cell(record.parent_msg_id).input(c);
+        return;
+      case "update_display_data":
+        for (const display of this.displays.get(c.transient && c.transient.display_id) || []) display.update(c);
+        return;
+    }
+    const cell = this.cell(record.parent_msg_id);
+    if (record.msg_type === "clear_output") {
+      if (c.wait) cell.clearPending = true;
+      else cell.clear();
+      return;
+    }
+    if (cell.clearPending) {
+      cell.clear();
+      cell.clearPending = false;
+    }
+    let output;
+    if (record.msg_type === "stream") {
+      const last = cell.outputs[cell.outputs.length - 1];
+      output = last instanceof Stream && last.name === c.name ? last : cell.add(new Stream(c.name));
+      output.view.write(c.text);
+    } else if (record.msg_type === "error") {
+      output = cell.add(new ErrorOutput(c));
+    } else {
+      const prompt = record.msg_type === "execute_result" ? `Out[${c.execution_count}]:` : "";
+      output = cell.add(new Display(c, prompt));
+      const id = c.transient && c.transient.display_id;
+      if (id) this.displays.set(id, [...(this.displays.get(id) || []), output]);
+    }
+    if (c.nbrelay_truncated) {
+      output.root.append(el("div", "notice", `this output was ${c.nbrelay_truncated.original_bytes} bytes: it was stored cut`));
+    }
+    this.dirty.add(output);
+  }
+
+  render() {
+    for (const output of this.dirty) output.render();
+    this.dirty.clear();
+  }
+
+  text() {
+    const parts = [];
+    for (const cell of this.cells.values()) {
+      const code = cell.head.querySelector("pre");
+      if (code) parts.push(`${cell.head.querySelector(".count").textContent} ${code.textContent}`);
+      const out = cell.text();
+      if (out) parts.push(out);
+    }
+    return parts.join("\n") + "\n";
+  }
+}
