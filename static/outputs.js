@@ -90,9 +90,11 @@ class TerminalView {
     const hidden = first + term.trimmed;
     this.more.hidden = hidden === 0;
     this.more.disabled = first === 0;
-    this.more.textContent = first === 0
-      ? `${hidden} earlier lines are no longer kept (download the transcript for all)`
-      : `show ${Math.min(SHOWN_LINES, first)} earlier lines (${hidden} hidden)`;
+    if (hidden) {
+      this.more.textContent = first === 0
+        ? `${hidden} earlier lines are no longer kept (download the transcript for all)`
+        : `show ${Math.min(SHOWN_LINES, first)} earlier lines (${hidden} hidden)`;
+    }
   }
 
   text() { return this.term.text(); }

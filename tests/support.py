@@ -255,7 +255,15 @@ class Kernel:
         Output written at the file-descriptor level can reach IOPub after the kernel went
         idle (a thread forwards the pipe); ``until`` keeps reading until it has arrived.
         """
-        msg_id = self.kc.execute(code)
+        return self.collect(self.kc.execute(code), timeout, until)
+
+    def collect(
+        self,
+        msg_id: str,
+        timeout: float = 60,
+        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The IOPub messages of the execution ``msg_id`` (from ``kc.execute``), until idle."""
         seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout * FACTOR
         idle = False

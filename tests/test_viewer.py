@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -155,3 +156,140 @@ def test_hostile_output_never_runs_in_the_viewer(daemon: Daemon, page: Page) -> 
     assert dialogs == []
     # The only messages from a sandbox are our own frame script's height reports.
     assert messages and all(set(m) == {"nbrelayHeight"} for m in messages), messages
+
+
+TERMINAL_CASES = [
+    ("plain\ntext\n", "plain\ntext\n"),
+    ("10%\r20%\r100%\n", "100%\n"),
+    ("long line\rshort\n", "shortline\n"),  # \r overwrites, as a terminal does
+    ("abc\b\bX\n", "aXc\n"),
+    ("progress 50%\x1b[K\rdone\x1b[K\n", "done\n"),
+    ("bar 1\nbar 2\x1b[A\rBAR 1\n", "BAR 1\nbar 2"),
+    (
+        "\x1b]8;;javascript:alert(1)\x1b\\link\x1b]8;;\x1b\\ and \x1b]0;title\x07text\n",
+        "link and text\n",
+    ),
+    ("split \x1b[3", "split "),  # an escape cut by a flush waits for its end
+]
+
+
+@pytest.mark.parametrize("written, shown", TERMINAL_CASES)
+def test_terminal_model(daemon: Daemon, page: Page, written: str, shown: str) -> None:
+    """Streams behave as in a terminal: \\r and \\b overwrite, erase and cursor-up work, OSC
+    sequences (links, titles) leave only their text."""
+    page.goto(daemon.url)
+    text = page.evaluate(
+        """async (written) => {
+            const { Terminal } = await import("./static/terminal.js");
+            const t = new Terminal();
+            t.write(written);
+            return t.text();
+        }""",
+        written,
+    )
+    assert text == shown
+
+
+def test_terminal_colours(daemon: Daemon, page: Page) -> None:
+    """16, 256 and 24-bit colours, bold and underline become styles, in pieces or whole."""
+    page.goto(daemon.url)
+    styles = page.evaluate(
+        """async () => {
+            const { Terminal } = await import("./static/terminal.js");
+            const t = new Terminal();
+            const parts = ["\\x1b[1;31mred", " bold\\x1b[0m \\x1b[38;5;", "208morange\\x1b[0m ",
+                           "\\x1b[4;38;2;10;20;30mrgb\\x1b[0m"];
+            for (const part of parts) t.write(part);
+            return t.lines[0].map((s) => [s.text, JSON.stringify(s.style)]);
+        }"""
+    )
+    assert styles == [
+        ["red bold", '{"bold":true,"fg":{"name":"red"}}'],
+        [" ", "{}"],
+        ["orange", '{"fg":{"rgb":[255,135,0]}}'],
+        [" ", "{}"],
+        ["rgb", '{"underline":true,"fg":{"rgb":[10,20,30]}}'],
+    ]
+
+
+def test_errors_progress_bars_clears_and_updates_render_as_in_jupyter(
+    daemon: Daemon, kernel: Kernel, page: Page
+) -> None:
+    """A traceback keeps its colours and names the exception; a \\r progress bar ends as one
+    line; clear_output(wait=True) and update_display_data replace what they should."""
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    kernel.run("for i in range(0, 101, 10): print(f'\\rtraining {i:3d}%', end='')\nprint()")
+    kernel.run(
+        "from IPython.display import clear_output, display, update_display\n"
+        "h = display('version 1', display_id=True)\n"
+        "update_display('version 2', display_id=h.display_id)\n"
+        "print('before clear')\nclear_output(wait=True)\nprint('after clear')"
+    )
+    kernel.run("def f():\n    raise KeyError('missing column')\nf()")
+    view = page.locator(f'.kernel[data-kernel="{kernel.kernel_id}"]')
+    error = view.locator(".error")
+    expect(error.locator(".ename")).to_have_text("KeyError: 'missing column'")
+    expect(error.locator("span.ansi-fg-red, span.ansi-fg-bright-red").first).to_be_visible()
+    bar = view.locator(".cell", has_text="training").locator("pre.stdout .line")
+    expect(bar).to_have_count(1)
+    expect(bar).to_have_text("training 100%")
+    cleared = view.locator(".cell", has_text="update_display").locator(".outputs")
+    expect(cleared).to_have_text("after clear")  # the display and the first print are gone
+    kernel.run(
+        "h2 = display('old', display_id='shared')\nprint('between')\n"
+        "update_display('new', display_id='shared')"
+    )
+    updated = view.locator(".cell", has_text="between").locator(".display")
+    expect(updated).to_have_text("'new'")
+
+
+def test_reload_mid_stream_shows_each_line_once(daemon: Daemon, kernel: Kernel, page: Page) -> None:
+    """Reloading the page while a cell prints gives the same transcript, nothing doubled."""
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    expect(page.locator("#connection")).to_have_text("live")
+
+    code = "import time\nfor i in range(300):\n    print(f'row {i}', flush=True); time.sleep(0.005)"
+    running = kernel.kc.execute(code)  # the kernel works while the page reloads
+    expect(page.get_by_text("row 50", exact=True)).to_be_visible()
+    page.reload()
+    kernel.collect(running)
+    lines = page.locator(".cell", has_text="row 0").locator("pre.stdout .line")
+    expect(lines).to_have_count(300)
+    assert lines.all_inner_texts() == [f"row {i}" for i in range(300)]
+
+
+def test_follow_search_and_download(daemon: Daemon, kernel: Kernel, page: Page) -> None:
+    """The page follows new output until scrolled up, then offers a jump; search finds text;
+    the transcript downloads as text."""
+    page.set_viewport_size({"width": 800, "height": 400})
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    kernel.run_ok("for i in range(200): print(f'line {i}')")
+    expect(page.get_by_text("line 199", exact=True)).to_be_in_viewport()
+    page.locator("#outputs").evaluate("el => el.scrollTo(0, 0)")
+    expect(page.locator("#jump")).to_be_visible()
+    page.locator("#jump").click()
+    expect(page.get_by_text("line 199", exact=True)).to_be_in_viewport()
+    page.locator("#search input").fill("line 42")
+    page.locator("#search input").press("Enter")
+    expect(page.locator(".hit")).to_have_text("line 42")
+    expect(page.locator("#hits")).to_have_text("1 of 1")
+    with page.expect_download() as download:
+        page.locator("#download").click()
+    text = Path(download.value.path()).read_text()
+    assert "line 0\nline 1\n" in text and "line 199" in text
+
+
+def test_viewer_under_a_path_prefix(tmp_path: Path, page: Page) -> None:
+    """Served under --base-url, the page, its assets, the API and the WebSocket all work."""
+    daemon = Daemon(tmp_path).start("--base-url", "/user/alice/proxy/8765/")
+    kernel = Kernel(daemon.runtime_dir)
+    try:
+        assert daemon.url.endswith("/user/alice/proxy/8765/")
+        page.goto(f"{daemon.url}#token={daemon.token}")
+        kernel.run_ok("%load_ext nbrelay")
+        kernel.run_ok("print('behind a prefix')")
+        expect(page.get_by_text("behind a prefix", exact=True)).to_be_visible()
+        expect(page.locator("#connection")).to_have_text("live")
+    finally:
+        kernel.shutdown()
+        daemon.stop()
