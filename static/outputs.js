@@ -4,7 +4,6 @@
 "use strict";
 
 import { Terminal } from "./terminal.js";
-import { marked } from "./vendor/marked/marked.esm.js";
 
 export const SHOWN_LINES = 2000;  // stream lines in the DOM at first; "show earlier" adds more
 const FRAME_SCRIPT = new URL("frame.js", import.meta.url).href;
@@ -112,7 +111,14 @@ function renderMime(data) {
     img.src = `data:${type};base64,${payload.replace(/\s/g, "")}`;
     return img;
   }
-  if (data["text/markdown"] !== undefined) return sandboxed(marked.parse(joined(data["text/markdown"])));
+  if (data["text/markdown"] !== undefined) {
+    const frame = sandboxed("");
+    // The markdown parser loads the first time a notebook shows markdown, not before.
+    import("./vendor/marked/marked.esm.js").then(({ marked }) => {
+      frame.srcdoc = frameDocument(marked.parse(joined(data["text/markdown"])));
+    });
+    return frame;
+  }
   if (data["application/json"] !== undefined) return el("pre", "json", JSON.stringify(data["application/json"], null, 2));
   const view = new TerminalView("plain");
   view.write(joined(data["text/plain"]));
@@ -127,8 +133,12 @@ function sandboxed(html) {
   const frame = el("iframe", "html");
   frame.sandbox = "allow-scripts";
   frame.title = "kernel output";
-  frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script src="${FRAME_SCRIPT}"></script>${html}`;
+  frame.srcdoc = frameDocument(html);
   return frame;
+}
+
+function frameDocument(html) {
+  return `<!doctype html><meta charset=utf-8><base target=_blank><script src="${FRAME_SCRIPT}"></script>${html}`;
 }
 
 window.addEventListener("message", (event) => {

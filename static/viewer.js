@@ -74,8 +74,10 @@ class App {
     $("#earlier").addEventListener("click", () => this.loadEarlier());
     $("#search").addEventListener("submit", (e) => { e.preventDefault(); this.search(); });
     $("#download").addEventListener("click", () => this.download());
+    // A bookmarked kernel opens at once; the list fills in beside it.
+    const listed = this.refreshKernels();
     try {
-      await this.refreshKernels();
+      if (!this.selected) await listed;
     } catch {
       return;
     }
@@ -83,6 +85,7 @@ class App {
     if (!this.selected && this.kernels.size) this.selected = this.kernels.keys().next().value;
     if (this.selected) await this.open(this.selected);
     else this.connect();  // nothing yet: wait for the first kernel to speak
+    await listed.catch(() => {});
   }
 
   entry(id) {

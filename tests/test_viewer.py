@@ -293,3 +293,27 @@ def test_viewer_under_a_path_prefix(tmp_path: Path, page: Page) -> None:
     finally:
         kernel.shutdown()
         daemon.stop()
+
+
+def test_rich_outputs(daemon: Daemon, kernel: Kernel, page: Page) -> None:
+    """PNG images, markdown (rendered, sandboxed), JSON and plain text fallbacks show."""
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+        "rkJggg=="
+    )
+    kernel.run_ok(
+        "from IPython.display import Image, Markdown, JSON, display\nimport base64\n"
+        f"display(Image(data=base64.b64decode('{png}'), format='png'))\n"
+        "display(Markdown('# Results\\n\\n**bold** and `code`'))\n"
+        "display(JSON({'answer': 42}))\n"
+        "class Thing:\n    def __repr__(self): return 'a plain thing'\nThing()"
+    )
+    view = page.locator(f'.kernel[data-kernel="{kernel.kernel_id}"]')
+    expect(view.locator(f"img[src='data:image/png;base64,{png}']")).to_have_count(1)
+    markdown = page.frame_locator("iframe.html")
+    expect(markdown.locator("h1")).to_have_text("Results")
+    expect(markdown.locator("strong")).to_have_text("bold")
+    expect(view.locator("pre.json")).to_contain_text('"answer": 42')
+    expect(view.get_by_text("Out[2]:")).to_be_visible()
+    expect(view.get_by_text("a plain thing", exact=True)).to_be_visible()
