@@ -24,12 +24,20 @@ def fill(daemon: Daemon, kernel_id: str, count: int, batch: int = 2000) -> float
     start = time.perf_counter()
     auth = {"Authorization": f"Bearer {daemon.token}"}
     with connect(url, additional_headers=auth, proxy=None) as ws:
-        ws.send(protocol.Hello(kernel_id, kernel_id + "-1", f"{kernel_id}.ipynb", "bench", 1, "t").encode())
+        ws.send(
+            protocol.Hello(
+                kernel_id, kernel_id + "-1", f"{kernel_id}.ipynb", "bench", 1, "t"
+            ).encode()
+        )
         ws.recv()
         for first in range(1, count + 1, batch):
             entries = [
                 protocol.encode_output(
-                    n, f"{kernel_id}-{n}", "stream", "cell-1", "2026-01-01T00:00:00Z",
+                    n,
+                    f"{kernel_id}-{n}",
+                    "stream",
+                    "cell-1",
+                    "2026-01-01T00:00:00Z",
                     json.dumps({"name": "stdout", "text": f"line {n}\n"}),
                 )
                 for n in range(first, min(first + batch, count + 1))

@@ -41,13 +41,18 @@ def main() -> None:
                 browser.close()
         finally:
             daemon.stop()
-    print(json.dumps({
-        "benchmark": "viewer: open page to latest output visible",
-        "records": args.records,
-        "median_s": round(statistics.median(timings), 3),
-        "max_s": round(max(timings), 3),
-        "machine": machine(),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "viewer: open page to latest output visible",
+                "records": args.records,
+                "median_s": round(statistics.median(timings), 3),
+                "max_s": round(max(timings), 3),
+                "machine": machine(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

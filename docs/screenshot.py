@@ -16,12 +16,14 @@ CELLS = [
     "import sys, time\nprint('loading data from s3://bucket/train.parquet ...')\n"
     "print('\\x1b[32m✓\\x1b[0m 1,204,311 rows, 38 columns')",
     "for epoch in range(1, 4):\n    for step in range(0, 101, 5):\n"
-    "        print(f'\\repoch {epoch}: {step:3d}% |' + '█' * (step // 5) + ' ' * (20 - step // 5) + '|', end='')\n"
+    "        bar = '█' * (step // 5) + ' ' * (20 - step // 5)\n"
+    "        print(f'\\repoch {epoch}: {step:3d}% |{bar}|', end='')\n"
     "    print(f'  loss={0.9 / epoch:.3f}')",
     "from IPython.display import HTML\n"
     "HTML('<table><tr><th>model</th><th>auc</th></tr><tr><td>baseline</td><td>0.81</td></tr>"
     "<tr><td>tuned</td><td>0.87</td></tr></table>')",
-    "print('saving checkpoint', file=sys.stderr)\nraise RuntimeError('out of GPU memory while saving')",
+    "print('saving checkpoint', file=sys.stderr)\n"
+    "raise RuntimeError('out of GPU memory while saving')",
 ]
 
 
@@ -34,7 +36,9 @@ def main() -> None:
             for code in CELLS:
                 kernel.run(code)
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+                browser = p.chromium.launch(
+                    executable_path="/usr/bin/chromium", args=["--no-sandbox"]
+                )
                 page = browser.new_page(viewport={"width": 1100, "height": 720})
                 page.goto(f"{daemon.url}#token={daemon.token}")
                 expect(page.locator("#connection")).to_have_text("live")

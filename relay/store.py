@@ -287,7 +287,8 @@ class Store:
         """Records with ``after < seq < before``, in order, as ``(seq, JSON text)``: the first
         ``limit`` of them, or with ``before`` the last ``limit`` (a viewer opens at the end)."""
         assert self._reader is not None
-        where, params = "seq > ?", [after]
+        where = "seq > ?"
+        params: list[int | str] = [after]
         if before is not None:
             where, params = where + " AND seq < ?", [*params, before]
         if kernel_id is not None:

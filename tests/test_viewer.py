@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -277,6 +279,29 @@ def test_follow_search_and_download(daemon: Daemon, kernel: Kernel, page: Page) 
         page.locator("#download").click()
     text = Path(download.value.path()).read_text()
     assert "line 0\nline 1\n" in text and "line 199" in text
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator(".cell", has_text="line 199").get_by_role("button", name="copy output").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("line 0\nline 1\n") and copied.rstrip().endswith("line 199")
+
+
+def test_kernel_list_shows_state_and_selection(
+    daemon: Daemon, kernel_factory: Any, page: Page
+) -> None:
+    """Each kernel is listed with its notebook, host and state; the URL names the selection;
+    a kernel that went away is shown as disconnected."""
+    first, second = kernel_factory(), kernel_factory()
+    for k in (first, second):
+        k.run_ok("%load_ext nbrelay")
+    page.goto(f"{daemon.url}?kernel={first.kernel_id}#token={daemon.token}")
+    items = page.locator("nav li")
+    expect(items).to_have_count(2)
+    expect(page.locator("nav li.selected")).to_contain_text("work/analysis.ipynb")
+    expect(page.locator("nav li.selected .badge")).to_have_text("idle")
+    page.locator("nav li:not(.selected) button").click()
+    expect(page).to_have_url(re.compile(f"kernel={second.kernel_id}"))
+    second.shutdown()
+    expect(page.locator("nav li.selected .badge")).to_have_text("disconnected")
 
 
 def test_viewer_under_a_path_prefix(tmp_path: Path, page: Page) -> None:
