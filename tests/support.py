@@ -273,8 +273,12 @@ class Kernel:
                 continue
             seen.append(msg)
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                reply = self.kc.get_shell_msg(timeout=timeout * FACTOR)
-                assert reply["parent_header"]["msg_id"] == msg_id
+                # Skip stale replies: wait_for_ready may have sent several kernel_info requests.
+                while (
+                    self.kc.get_shell_msg(timeout=timeout * FACTOR)["parent_header"].get("msg_id")
+                    != msg_id
+                ):
+                    pass
                 idle = True
         return seen
 
