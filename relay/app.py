@@ -59,9 +59,11 @@ class Relay:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db, settings.max_output_bytes)
+        self.store = Store(settings.db, settings.max_output_bytes, settings.durability)
         self.connected: Counter[str] = Counter()
         self.sockets: Counter[str] = Counter()  # open WebSockets, by endpoint
+        self.handlers: set[asyncio.Task[object]] = set()  # their tasks, for shutdown
+        self.closing = asyncio.Event()
         self._token = settings.token.encode()
 
     def authorized(self, conn: HTTPConnection) -> bool:
@@ -86,6 +88,20 @@ class Relay:
         for kernel in kernels:
             kernel["connected"] = self.connected[kernel["kernel_id"]] > 0
         return JSONResponse({"kernels": kernels})
+
+    async def health(self, request: Request) -> Response:
+        """Whether the daemon can store: "failing" (with why) while commits fail."""
+        if not self.authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        failure = self.store.failure
+        return JSONResponse(
+            {
+                "storage": "ok" if failure is None else "failing",
+                "error": failure,
+                "last_seq": self.store.head,
+            },
+            status_code=200 if failure is None else 503,
+        )
 
     async def messages(self, request: Request) -> Response:
         if not self.authorized(request):
@@ -121,10 +137,22 @@ class Relay:
             yield False
         else:
             self.sockets[endpoint] += 1
+            task = asyncio.current_task()
+            assert task is not None
+            self.handlers.add(task)
             try:
                 yield True
             finally:
                 self.sockets[endpoint] -= 1
+                self.handlers.discard(task)
+
+    async def shutdown(self, grace: float) -> None:
+        """Close every WebSocket with 1001, once kernels' batches in flight are committed and
+        acknowledged; wait up to ``grace`` seconds for that."""
+        self.closing.set()
+        self.store.stop_waiting()
+        if self.handlers:
+            await asyncio.wait(self.handlers, timeout=grace)
 
     async def view(self, ws: WebSocket) -> None:
         """Every record after ``since``, then live ones: one cursor over the store, no queue."""
@@ -192,10 +220,10 @@ class Relay:
                 acked, self.settings.max_frame_bytes, self.settings.max_output_bytes
             )
             await ws.send_text(welcome.encode())
-            while True:
-                outputs = protocol.decode_batch(await self._receive_frame(ws))
-                acked = await self.store.append(hello, outputs)
+            while (frame := await self._next_frame(ws)) is not None:
+                acked = await self.store.append(hello, protocol.decode_batch(frame))
                 await ws.send_text(protocol.ack(acked))
+            await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
         except WebSocketDisconnect:
             pass
         except ProtocolError as exc:
@@ -209,6 +237,19 @@ class Relay:
         finally:
             if kernel_id is not None:
                 self.connected[kernel_id] -= 1
+
+    async def _next_frame(self, ws: WebSocket) -> str | bytes | None:
+        """The next frame, or None once the daemon is stopping (a frame already received
+        still wins: it is committed and acknowledged before the connection closes)."""
+        receive = asyncio.ensure_future(self._receive_frame(ws))
+        closing = asyncio.ensure_future(self.closing.wait())
+        await asyncio.wait({receive, closing}, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        if receive.done():
+            return receive.result()
+        receive.cancel()
+        await asyncio.gather(receive, return_exceptions=True)
+        return None
 
     @staticmethod
     async def _receive_frame(ws: WebSocket) -> str | bytes:
@@ -240,6 +281,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/", relay.index),
         Route("/api/kernels", relay.kernels),
+        Route("/api/health", relay.health),
         Route("/api/messages", relay.messages),
         WebSocketRoute("/ws/view", relay.view),
         WebSocketRoute("/ws/ingest", relay.ingest),

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite database file (env NBRELAY_DB)",
     )
     add(
+        "--durability",
+        choices=["normal", "full"],
+        default=_env("NBRELAY_DURABILITY", "normal"),
+        help="normal: what is acknowledged survives a crash of the daemon; full: also a power "
+        "loss, at a cost in speed (env NBRELAY_DURABILITY)",
+    )
+    add(
         "--token",
         default=argparse.SUPPRESS,  # never show a token from the environment in --help
         help="the token clients must present (env NBRELAY_TOKEN) (default: a new random token)",
@@ -140,6 +147,7 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         base_url=args.base_url,
         db=args.db,
+        durability=args.durability,
         unsafe_no_token=args.unsafe_no_token,
         allow_origins=tuple(args.allow_origin),
         allow_hosts=tuple(args.allow_host),

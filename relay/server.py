@@ -16,12 +16,15 @@ from contextlib import contextmanager
 import uvicorn
 
 from . import __version__
-from .app import create_app
+from .app import Relay, create_app
 from .errors import NbrelayError
+from .lock import DatabaseLock
 from .runtime import remove_runtime_file, write_runtime_file
 from .settings import Settings
+from .store import check_database
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SHUTDOWN_GRACE = 5.0  # seconds for in-flight batches to commit when stopping
 
 
 class RedactingFormatter(logging.Formatter):
@@ -62,11 +65,23 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, except that SIGINT and SIGTERM end in a clean exit.
+    """uvicorn's server, with nbrelay's way of stopping.
 
-    uvicorn re-raises the signal once it has shut down, which kills the process before our
-    cleanup (the runtime file) runs; a daemon that was asked to stop should exit with 0.
+    On SIGINT or SIGTERM it stops accepting, lets each kernel's batch in flight commit and
+    be acknowledged, closes every WebSocket with 1001 (going away), then lets uvicorn finish
+    and the lifespan close the store. uvicorn would then re-raise the signal, killing the
+    process before our cleanup (the runtime file) runs; a daemon asked to stop exits with 0.
     """
+
+    def __init__(self, config: uvicorn.Config, relay: Relay) -> None:
+        super().__init__(config)
+        self.relay = relay
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting first
+        await self.relay.shutdown(SHUTDOWN_GRACE)
+        await super().shutdown(sockets)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -88,11 +103,22 @@ def url_of(host: str, port: int) -> str:
 def serve(settings: Settings) -> None:
     """Run the daemon in the foreground until SIGINT or SIGTERM."""
     configure_logging(settings)
+    check_database(settings.db)
+    lock = DatabaseLock(settings.db)
+    try:
+        _serve(settings, lock)
+    finally:
+        lock.release()
+
+
+def _serve(settings: Settings, lock: DatabaseLock) -> None:
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     url = url_of(settings.host, port) + settings.base_url.lstrip("/")
+    lock.announce(url)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_config=None,  # ours, above: one format and the token filter for every logger
         access_log=False,
         # Set deliberately: this implementation stops reading a connection until the app
@@ -102,7 +128,7 @@ def serve(settings: Settings) -> None:
         ws_per_message_deflate=False,  # nothing to decompress, so no compression bombs
         lifespan="on",
     )
-    server = Server(config)
+    server = Server(config, app.state.relay)
     pid = os.getpid()
     write_runtime_file(
         {

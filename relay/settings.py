@@ -61,6 +61,9 @@ class Settings:
     #: Path prefix everything is served under, for a reverse proxy that keeps it.
     base_url: str = "/"
     db: Path = field(default_factory=default_db)
+    #: "normal": an acknowledged message survives a crash of the daemon (SQLite WAL with
+    #: synchronous=NORMAL); "full": it also survives a power loss (synchronous=FULL).
+    durability: str = "normal"
     token: str = field(default_factory=new_token, repr=False)
     #: No token at all: anyone who can reach the port reads everything. Loopback only.
     unsafe_no_token: bool = False
@@ -81,6 +84,8 @@ class Settings:
     def __post_init__(self) -> None:
         prefix = self.base_url.strip("/")
         object.__setattr__(self, "base_url", f"/{prefix}/" if prefix else "/")  # /a/b/ form
+        if self.durability not in ("normal", "full"):
+            raise NbrelayError("--durability must be normal or full")
         if len(self.token) < MIN_TOKEN_LENGTH and not self.unsafe_no_token:
             raise NbrelayError(
                 f"the token must have at least {MIN_TOKEN_LENGTH} characters; leave --token out "

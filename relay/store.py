@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,38 @@ from typing import Any
 import aiosqlite
 
 from . import protocol
+from .errors import NbrelayError
 from .protocol import Hello, Output
 
 log = logging.getLogger("nbrelay.store")
+
+APPLICATION_ID = 0x6E627231  # "nbr1" in the SQLite header: this file is an nbrelay database
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # --durability -> PRAGMA synchronous
+
+
+def check_database(path: Path) -> None:
+    """Refuse, without touching it, a file that is not an nbrelay database.
+
+    Runs before the daemon opens the file for writing (which would switch it to WAL mode and
+    add tables), read-only: a corrupt file or another program's database stays as it was.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            (app_id,) = db.execute("PRAGMA application_id").fetchone()
+            (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise NbrelayError(
+            f"{path} is not a database nbrelay can use ({exc}); it was left "
+            "untouched. Pass another file with --db."
+        ) from None
+    if app_id != APPLICATION_ID and (app_id or tables):
+        raise NbrelayError(
+            f"{path} is another program's SQLite database; it was left "
+            "untouched. Pass another file with --db."
+        )
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -85,15 +116,18 @@ class _KernelUpdate:
 
 
 class Store:
-    def __init__(self, path: Path, max_output_bytes: int) -> None:
+    def __init__(self, path: Path, max_output_bytes: int, durability: str = "normal") -> None:
         self.path = path
         self.max_output_bytes = max_output_bytes
+        self.synchronous = SYNCHRONOUS[durability]
         self.head = 0  # last committed seq
         self._kernel_heads: dict[str, int] = {}
         self._acked: dict[str, int] = {}  # session -> acked, for sessions seen since start
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._new_rows = asyncio.Event()
         self._closed = False
+        self._stopping = False
+        self.failure: str | None = None  # why the last commit failed, until one succeeds
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +136,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await aiosqlite.connect(self.path)
         await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._writer.execute("PRAGMA synchronous=NORMAL")
+        await self._writer.execute(f"PRAGMA synchronous={self.synchronous}")
+        await self._writer.execute(f"PRAGMA application_id={APPLICATION_ID}")
         await self._writer.executescript(SCHEMA)
         await self._writer.commit()
         rows = await self._writer.execute_fetchall(
@@ -154,8 +189,17 @@ class Store:
                 writes.append(self._queue.get_nowait())
             try:
                 await self._commit(writes)
+                if self.failure is not None:
+                    log.warning("storage works again; kernels' buffered output is being stored")
+                    self.failure = None
             except Exception as exc:  # a failed commit fails its writers, not the daemon
-                log.error("cannot store %d writes: %s", len(writes), exc)
+                if self.failure is None:  # said once per outage, not at every retry
+                    log.error(
+                        "storage is failing (%s): nothing is acknowledged until it works "
+                        "again; kernels keep their output and retry",
+                        exc,
+                    )
+                self.failure = str(exc)
                 await self._rollback()
                 for w in writes:
                     if not w.done.done():
@@ -273,9 +317,14 @@ class Store:
     async def wait_beyond(self, seq: int) -> None:
         """Return once a record with a seq above ``seq`` is committed."""
         while self.head <= seq:
-            if self._closed:
+            if self._closed or self._stopping:
                 raise StoreClosed("the store is closed")
             await self._new_rows.wait()
+
+    def stop_waiting(self) -> None:
+        """Make every wait_beyond() raise StoreClosed: the daemon is stopping."""
+        self._stopping = True
+        self._wake()
 
     def kernel_head(self, kernel_id: str | None) -> int:
         """The last committed seq, overall or of one kernel."""

@@ -112,12 +112,12 @@ function renderMime(data) {
     return img;
   }
   if (data["text/markdown"] !== undefined) {
-    const frame = sandboxed("");
     // The markdown parser loads the first time a notebook shows markdown, not before.
+    const slot = el("div", "markdown");
     import("./vendor/marked/marked.esm.js").then(({ marked }) => {
-      frame.srcdoc = frameDocument(marked.parse(joined(data["text/markdown"])));
+      slot.append(sandboxed(marked.parse(joined(data["text/markdown"]))));
     });
-    return frame;
+    return slot;
   }
   if (data["application/json"] !== undefined) return el("pre", "json", JSON.stringify(data["application/json"], null, 2));
   const view = new TerminalView("plain");
@@ -133,12 +133,8 @@ function sandboxed(html) {
   const frame = el("iframe", "html");
   frame.sandbox = "allow-scripts";
   frame.title = "kernel output";
-  frame.srcdoc = frameDocument(html);
+  frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script src="${FRAME_SCRIPT}"></script>${html}`;
   return frame;
-}
-
-function frameDocument(html) {
-  return `<!doctype html><meta charset=utf-8><base target=_blank><script src="${FRAME_SCRIPT}"></script>${html}`;
 }
 
 window.addEventListener("message", (event) => {

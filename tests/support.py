@@ -24,6 +24,9 @@ from websockets.sync.client import ClientConnection, connect
 
 T = TypeVar("T")
 FACTOR = float(os.environ.get("NBRELAY_TEST_TIMEOUT_FACTOR", "1"))
+# One client for the whole run: making one costs ~40 ms (its TLS context). No keep-alive,
+# so a request never lands on a connection to a daemon that was killed.
+HTTP = httpx.Client(timeout=10 * FACTOR, limits=httpx.Limits(max_keepalive_connections=0))
 # The issue's list of what the hook captures, kept apart from nbrelay.protocol.CAPTURED_TYPES
 # on purpose: the tests check the product against it.
 CAPTURED = {
@@ -162,7 +165,7 @@ class Daemon:
     def get(self, path: str, token: str | None = None, **params: Any) -> httpx.Response:
         token = self.token if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.get(self.url + path, params=params, headers=headers, timeout=10 * FACTOR)
+        return HTTP.get(self.url + path, params=params, headers=headers)
 
     def messages(self, since: int = 0, kernel_id: str | None = None) -> list[dict[str, Any]]:
         """Every stored record after ``since``, following the API's pages."""
@@ -238,8 +241,9 @@ class Kernel:
         )
         kernel_env.update(env or {})
         self.log_path = runtime_dir / f"kernel-{self.kernel_id}.log"
-        with self.log_path.open("wb") as log:  # the kernel's own stderr: the server's log
-            self.km.start_kernel(env=kernel_env, stdout=log, stderr=log)
+        # The kernel's own stderr (the server's log); open for its life: restarts reuse it.
+        self._log = self.log_path.open("wb")
+        self.km.start_kernel(env=kernel_env, stdout=self._log, stderr=self._log)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60 * FACTOR)
@@ -296,6 +300,7 @@ class Kernel:
     def shutdown(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+        self._log.close()
 
 
 def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
-from support import Daemon
+from support import HTTP, Daemon
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -41,7 +40,7 @@ def test_http_api_needs_the_token(daemon: Daemon, path: str, token: str) -> None
 
 def test_token_in_query_or_header(daemon: Daemon) -> None:
     """The token works as ?token= as well as Authorization: Bearer."""
-    response = httpx.get(daemon.url + "api/kernels", params={"token": daemon.token})
+    response = HTTP.get(daemon.url + "api/kernels", params={"token": daemon.token})
     assert response.status_code == 200
     assert response.json() == {"kernels": []}
 
@@ -110,6 +109,6 @@ def test_kernels_list(daemon: Daemon) -> None:
 
 def test_viewer_page_is_served_without_token(daemon: Daemon) -> None:
     """The page and its assets load without a token: they hold no data."""
-    page = httpx.get(daemon.url)
+    page = HTTP.get(daemon.url)
     assert page.status_code == 200 and "viewer.js" in page.text
-    assert httpx.get(daemon.url + "static/viewer.js").status_code == 200
+    assert HTTP.get(daemon.url + "static/viewer.js").status_code == 200

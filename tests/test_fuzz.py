@@ -14,7 +14,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Daemon
+from support import HTTP, Daemon
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -134,7 +134,7 @@ def test_valid_content_of_any_shape_comes_back_exactly(
 )
 def test_random_query_parameters_never_cause_a_500(daemon: Daemon, params: dict[str, str]) -> None:
     """/api/messages answers 200, 400 or 401 with JSON, whatever the parameters."""
-    response = httpx.get(
+    response = HTTP.get(
         daemon.url + "api/messages",
         params=params,
         headers={"Authorization": f"Bearer {daemon.token}"},

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from support import FACTOR, Daemon, Kernel, nbrelay, wait_for
+from support import FACTOR, HTTP, Daemon, Kernel, nbrelay, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -65,9 +64,9 @@ def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest:
     ingest.send(protocol.encode_batch([entry(1)]))
     ingest.recv(10)
     token = daemon.token
-    cookies = {"token": token, "nbrelay": token}
+    cookies = {"Cookie": f"token={token}; nbrelay={token}"}
     assert (
-        httpx.get(daemon.url + "api/kernels", params={"token": token}, cookies=cookies).status_code
+        HTTP.get(daemon.url + "api/kernels", params={"token": token}, headers=cookies).status_code
         == 200
     )
     assert daemon.get("api/messages", since=0).status_code == 200
@@ -77,7 +76,7 @@ def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest:
     with sqlite3.connect(daemon.db) as db:  # make the next request fail inside the daemon
         db.execute("DROP TABLE kernels")
     db.close()
-    failed = httpx.get(daemon.url + f"api/kernels?token={token}", cookies=cookies)
+    failed = HTTP.get(daemon.url + f"api/kernels?token={token}", headers=cookies)
     assert failed.status_code == 500
     assert token not in failed.text
     assert daemon.stop() == 0
@@ -117,7 +116,7 @@ def test_unsafe_no_token_on_loopback_works_and_warns(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["", "static/viewer.js", "api/kernels"])
 def test_foreign_host_is_refused(daemon: Daemon, host: str, path: str) -> None:
     """DNS rebinding: a non-loopback Host gets 403 on every path, token or not."""
-    response = httpx.get(
+    response = HTTP.get(
         daemon.url + path, headers={"Host": host, "Authorization": f"Bearer {daemon.token}"}
     )
     assert response.status_code == 403
@@ -141,7 +140,7 @@ def test_foreign_host_websocket_is_refused(daemon: Daemon) -> None:
 def test_loopback_hosts_pass(daemon: Daemon, host: str) -> None:
     """Loopback names and addresses, IPv6 included, are the daemon's own."""
     headers = {"Host": host.format(port=daemon.port), "Authorization": f"Bearer {daemon.token}"}
-    response = httpx.get(daemon.url + "api/kernels", headers=headers)
+    response = HTTP.get(daemon.url + "api/kernels", headers=headers)
     assert response.status_code == 200
 
 
@@ -150,8 +149,8 @@ def test_allowed_host_passes(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path).start("--allow-host", "hub.example.com")
     try:
         auth = {"Authorization": f"Bearer {daemon.token}"}
-        ok = httpx.get(daemon.url + "api/kernels", headers={"Host": "hub.example.com", **auth})
-        other = httpx.get(daemon.url + "api/kernels", headers={"Host": "other.example.com", **auth})
+        ok = HTTP.get(daemon.url + "api/kernels", headers={"Host": "hub.example.com", **auth})
+        other = HTTP.get(daemon.url + "api/kernels", headers={"Host": "other.example.com", **auth})
         assert (ok.status_code, other.status_code) == (200, 403)
     finally:
         daemon.stop()
@@ -198,7 +197,7 @@ def test_own_and_allowed_origins_pass(tmp_path: Path) -> None:
 
 def test_page_headers(daemon: Daemon) -> None:
     """The page forbids foreign scripts and plugins, referrers and sniffing."""
-    headers = httpx.get(daemon.url).headers
+    headers = HTTP.get(daemon.url).headers
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "object-src 'none'" in csp and "default-src 'none'" in csp
     assert "http" not in csp  # no foreign origin anywhere
