@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import protocol, static
 from .guard import Guard
 from .protocol import Hello, ProtocolError
+from .retention import Retention
 from .settings import Settings
 from .store import Store, StoreClosed
 
@@ -59,7 +61,12 @@ class Relay:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db, settings.max_output_bytes, settings.durability)
+        self.store = Store(
+            settings.db,
+            settings.max_output_bytes,
+            settings.durability,
+            Retention(settings.max_size, settings.max_age),
+        )
         self.connected: Counter[str] = Counter()
         self.sockets: Counter[str] = Counter()  # open WebSockets, by endpoint
         self.handlers: set[asyncio.Task[object]] = set()  # their tasks, for shutdown
@@ -99,6 +106,8 @@ class Relay:
                 "storage": "ok" if failure is None else "failing",
                 "error": failure,
                 "last_seq": self.store.head,
+                "pruned_through": self.store.pruned_through,
+                "db_bytes": await self.store.used_bytes(),
             },
             status_code=200 if failure is None else 503,
         )
@@ -116,10 +125,14 @@ class Relay:
             return JSONResponse({"error": str(exc)}, status_code=400)
         kernel_id = request.query_params.get("kernel_id")
         backwards = "before" in request.query_params
+        gap = self.store.gap(since)
+        if gap is not None:
+            since = gap["last_seq"]
         rows = await self.store.read(since, limit, kernel_id, before if backwards else None)
         last_seq = self.store.kernel_head(kernel_id)
         body = '{"messages":' + protocol.records_frame([r for _, r in rows])
-        return Response(f'{body},"last_seq":{last_seq}}}', media_type="application/json")
+        gap_json = f',"gap":{json.dumps(gap)}' if gap else ""
+        return Response(f'{body},"last_seq":{last_seq}{gap_json}}}', media_type="application/json")
 
     # -- WebSockets ---------------------------------------------------------------------
 
@@ -184,6 +197,10 @@ class Relay:
         page = self.settings.page_records
         caught_up = False
         while True:
+            gap = self.store.gap(cursor)
+            if gap is not None:  # pruned: say so before the first record that is left
+                await ws.send_text(protocol.gap_notice(gap))
+                cursor = gap["last_seq"]
             # Everything committed up to `seen` is visible to the read that follows.
             seen = self.store.head
             rows = await self.store.read(cursor, page, kernel_id)

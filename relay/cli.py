@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import NbrelayError
-from .settings import Settings, default_db, parse_size
+from .settings import Settings, default_db, parse_duration, parse_size
 
 COMMANDS = ("serve",)
 
@@ -23,6 +23,13 @@ def _env(name: str, default: object) -> object:
 def _size(text: str) -> int:
     try:
         return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -68,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=_env("NBRELAY_DB", default_db()),
         help="SQLite database file (env NBRELAY_DB)",
+    )
+    add(
+        "--max-size",
+        type=_size,
+        default=_env("NBRELAY_MAX_SIZE", "1GB"),
+        help="prune the oldest records once the database uses more; 0: no limit "
+        "(env NBRELAY_MAX_SIZE)",
+    )
+    add(
+        "--max-age",
+        type=_duration,
+        default=_env("NBRELAY_MAX_AGE", "7d"),
+        help="prune records older than this (7d, 12h, 30m, seconds); 0: no limit "
+        "(env NBRELAY_MAX_AGE)",
     )
     add(
         "--durability",
@@ -148,6 +169,8 @@ def _serve(args: argparse.Namespace) -> None:
         base_url=args.base_url,
         db=args.db,
         durability=args.durability,
+        max_size=args.max_size,
+        max_age=args.max_age,
         unsafe_no_token=args.unsafe_no_token,
         allow_origins=tuple(args.allow_origin),
         allow_hosts=tuple(args.allow_host),

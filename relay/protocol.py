@@ -395,6 +395,11 @@ def record_frames(records: Sequence[str]) -> Iterator[str]:
         yield records_frame(records[start:])
 
 
+def gap_notice(gap: dict[str, int]) -> str:
+    """Tells a viewer that records ``first_seq..last_seq`` were pruned, and how many."""
+    return _dumps({"type": "gap", "reason": "pruned", **gap})
+
+
 def caught_up(last_seq: int) -> str:
     """Tells a viewer that everything up to ``last_seq`` was sent; what follows is live."""
     return _dumps({"type": "caught_up", "last_seq": last_seq})

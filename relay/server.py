@@ -129,6 +129,10 @@ def _serve(settings: Settings, lock: DatabaseLock) -> None:
         lifespan="on",
     )
     server = Server(config, app.state.relay)
+    # From here on, a stop request is a clean stop, even before uvicorn is up: the runtime
+    # file written next is then always removed.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, server.handle_exit)
     pid = os.getpid()
     write_runtime_file(
         {
@@ -158,5 +162,9 @@ def _serve(settings: Settings, lock: DatabaseLock) -> None:
     finally:
         remove_runtime_file(pid)
         sock.close()
+        for sig in STOP_SIGNALS:
+            signal.signal(
+                sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler
+            )
     if not server.started:
         raise NbrelayError("the daemon could not start: see the log above")

@@ -44,6 +44,14 @@ def parse_size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2].lower()])
 
 
+def parse_duration(text: str) -> float:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or seconds -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (try 7d, 12h, 30m or a number of seconds)")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` or an address in 127.0.0.0/8 or ::1; no other name counts."""
     if host.lower() == "localhost":
@@ -71,6 +79,10 @@ class Settings:
     allow_origins: tuple[str, ...] = ()
     #: Host names allowed besides loopback ones (DNS rebinding defence; e.g. behind a proxy).
     allow_hosts: tuple[str, ...] = ()
+    #: Retention: the oldest records go once the database uses more (0: no limit)...
+    max_size: int = 10**9
+    #: ...or once they are older than this many seconds (0: no limit).
+    max_age: float = 7 * 86400
     #: Largest WebSocket frame accepted. The hook batches below it.
     max_frame_bytes: int = 8 * MiB
     #: Largest output stored whole; a larger one is stored cut, with a marker saying so.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -22,11 +23,14 @@ import aiosqlite
 from . import protocol
 from .errors import NbrelayError
 from .protocol import Hello, Output
+from .retention import Retention, used_bytes
 
 log = logging.getLogger("nbrelay.store")
 
 APPLICATION_ID = 0x6E627231  # "nbr1" in the SQLite header: this file is an nbrelay database
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # --durability -> PRAGMA synchronous
+CHECK_EVERY = 1.0  # seconds between retention checks while writes come in
+IDLE_PRUNE = 60.0  # seconds without writes after which retention runs anyway
 
 
 def check_database(path: Path) -> None:
@@ -58,7 +62,12 @@ CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kernel_id TEXT NOT NULL,
     msg_type TEXT NOT NULL,
+    stored REAL NOT NULL,  -- unix time of the commit: what --max-age goes by
     body TEXT NOT NULL  -- the record as sent to clients, without "seq"
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,  -- pruned_through: the last seq removed by retention
+    value INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_kernel ON records (kernel_id, seq);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -116,8 +125,16 @@ class _KernelUpdate:
 
 
 class Store:
-    def __init__(self, path: Path, max_output_bytes: int, durability: str = "normal") -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_output_bytes: int,
+        durability: str = "normal",
+        retention: Retention | None = None,
+    ) -> None:
         self.path = path
+        self.retention = retention
+        self.pruned_through = 0  # records up to here were removed by retention
         self.max_output_bytes = max_output_bytes
         self.synchronous = SYNCHRONOUS[durability]
         self.head = 0  # last committed seq
@@ -128,6 +145,8 @@ class Store:
         self._closed = False
         self._stopping = False
         self.failure: str | None = None  # why the last commit failed, until one succeeds
+        self._last_check = 0.0  # when retention last ran (monotonic)
+        self._unchecked = False  # writes came in since
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -149,6 +168,11 @@ class Store:
             "SELECT kernel_id, last_seq FROM kernels"
         ):
             self._kernel_heads[kernel_id] = last_seq or 0
+        for (value,) in await self._writer.execute_fetchall(
+            "SELECT value FROM meta WHERE key = 'pruned_through'"
+        ):
+            self.pruned_through = value
+        await self._prune()
         self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
 
@@ -184,7 +208,15 @@ class Store:
 
     async def _write_loop(self) -> None:
         while True:
-            writes = [await self._queue.get()]
+            # Retention runs at most every CHECK_EVERY while writes come in, CHECK_EVERY after
+            # the last write, and every IDLE_PRUNE when idle (records still age).
+            timeout = CHECK_EVERY if self._unchecked else IDLE_PRUNE
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                await self._prune_logged(force=True)
+                continue
+            writes = [first]
             while not self._queue.empty():
                 writes.append(self._queue.get_nowait())
             try:
@@ -207,6 +239,19 @@ class Store:
             finally:
                 for _ in writes:
                     self._queue.task_done()
+            await self._prune_logged()
+
+    async def _prune_logged(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_check < CHECK_EVERY:
+            self._unchecked = True
+            return
+        self._last_check, self._unchecked = now, False
+        try:
+            await self._prune()
+        except sqlite3.Error as exc:  # retried at the next check; ingest goes on
+            log.error("pruning failed: %s", exc)
+            await self._rollback()
 
     async def _commit(self, writes: list[_Write]) -> None:
         """One transaction for everything queued: the group commit that makes ingest fast."""
@@ -214,7 +259,8 @@ class Store:
         db = self._writer
         acked: dict[str, int] = {}  # session -> acked once this commits
         results: list[int] = []
-        rows: list[tuple[int, str, str, str]] = []
+        rows: list[tuple[int, str, str, float, str]] = []
+        now = time.time()
         hellos: dict[str, Hello] = {}
         kernels: dict[str, _KernelUpdate] = {}
         seq = self.head
@@ -240,7 +286,7 @@ class Store:
             update = kernels.setdefault(hello.kernel_id, _KernelUpdate(first_seq=seq + 1))
             for rec in records:
                 seq += 1
-                rows.append((seq, rec.kernel_id, rec.msg_type, rec.body))
+                rows.append((seq, rec.kernel_id, rec.msg_type, now, rec.body))
             update.last_seq = seq
             for out in w.outputs or ():
                 update.last_time = out.time
@@ -258,7 +304,9 @@ class Store:
             )
         if rows:
             await db.executemany(
-                "INSERT INTO records (seq, kernel_id, msg_type, body) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO records (seq, kernel_id, msg_type, stored, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
             )
             await db.executemany(
                 "UPDATE kernels SET first_seq = coalesce(first_seq, ?), last_seq = ?, "
@@ -286,6 +334,31 @@ class Store:
             w.done.set_result(result)
         if rows:
             self._wake()
+
+    async def _prune(self) -> None:
+        """Apply retention. ``pruned_through`` moves before the rows go, so a viewer reading
+        meanwhile is told about the gap rather than finding a hole."""
+        if self.retention is None:
+            return
+        assert self._writer is not None
+        boundary = await self.retention.boundary(self._writer)
+        if boundary <= self.pruned_through:
+            return
+        self.pruned_through = boundary
+        await self.retention.prune(self._writer, boundary)
+        for kernel_id, head in list(self._kernel_heads.items()):
+            if head <= boundary:
+                del self._kernel_heads[kernel_id]
+
+    def gap(self, since: int) -> dict[str, int] | None:
+        """What a reader asking for records after ``since`` will not get: pruned seqs."""
+        if since >= self.pruned_through:
+            return None
+        return {
+            "first_seq": since + 1,
+            "last_seq": self.pruned_through,
+            "records": self.pruned_through - since,
+        }
 
     async def _rollback(self) -> None:
         """Undo a failed transaction; the writer must survive even if that fails too."""
@@ -352,6 +425,10 @@ class Store:
         if before is not None:
             rows.reverse()
         return [(seq, protocol.record_json(seq, body)) for seq, body in rows]
+
+    async def used_bytes(self) -> int:
+        assert self._reader is not None
+        return await used_bytes(self._reader)
 
     async def kernels(self) -> list[dict[str, Any]]:
         assert self._reader is not None

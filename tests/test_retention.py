@@ -1,0 +1,108 @@
+"""Bounded storage: the oldest records are pruned by size and age, seqs are never reused, and
+readers asking for pruned records get an explicit gap notice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from support import Daemon, wait_for
+from websockets.sync.client import connect
+
+from nbrelay import protocol
+
+
+class Writer:
+    """A raw ingest connection: one kernel process sending numbered stream messages."""
+
+    def __init__(self, daemon: Daemon, kernel_id: str) -> None:
+        self.daemon, self.kernel_id, self.n = daemon, kernel_id, 0
+
+    def send(self, count: int, size: int = 100) -> None:
+        url = self.daemon.url.replace("http://", "ws://") + "ws/ingest"
+        auth = {"Authorization": f"Bearer {self.daemon.token}"}
+        with connect(url, additional_headers=auth, proxy=None) as ws:
+            ws.send(
+                protocol.Hello(self.kernel_id, self.kernel_id + "-s", None, "h", 1, "t").encode()
+            )
+            ws.recv(10)
+            for first in range(self.n + 1, self.n + count + 1, 500):
+                numbers = range(first, min(first + 500, self.n + count + 1))
+                content = json.dumps({"name": "stdout", "text": "x" * size})
+                ws.send(
+                    protocol.encode_batch(
+                        protocol.encode_output(
+                            n, f"{self.kernel_id}-{n}", "stream", "p", "t", content
+                        )
+                        for n in numbers
+                    )
+                )
+                assert json.loads(ws.recv(10))["acked"] == numbers[-1]
+        self.n += count
+
+
+def view_from(daemon: Daemon, since: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(notices, records) a viewer gets from ``since`` until caught up."""
+    notices: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    with daemon.viewer(since=since) as viewer:
+        viewer.caught_up()
+        notices, records = viewer.notices, viewer.records
+    return notices, records
+
+
+def test_size_limit_prunes_oldest_first_with_a_gap_notice(tmp_path: Path) -> None:
+    """Past --max-size the oldest records go; the database shrinks back under the limit;
+    viewers and the API say exactly which seqs are gone; new seqs are never old ones."""
+    daemon = Daemon(tmp_path).start("--max-size", "300KB")
+    try:
+        writer = Writer(daemon, "big")
+        writer.send(3000, size=1000)  # about 3 MB of output
+        health = wait_for(
+            lambda: (h := daemon.get("api/health").json())["pruned_through"] > 0 and h,
+            20,
+            "pruning",
+        )
+        pruned = health["pruned_through"]
+        remaining = daemon.messages()
+        assert [r["seq"] for r in remaining] == list(range(pruned + 1, health["last_seq"] + 1))
+        assert remaining[-1]["msg_id"] == "big-3000"  # the newest stay
+        notices, records = view_from(daemon, 0)
+        assert notices[0] == {
+            "type": "gap",
+            "reason": "pruned",
+            "first_seq": 1,
+            "last_seq": pruned,
+            "records": pruned,
+        }
+        assert records == remaining
+        page = daemon.get("api/messages", since=10).json()
+        assert page["gap"] == {"first_seq": 11, "last_seq": pruned, "records": pruned - 10}
+        assert page["messages"][0]["seq"] == pruned + 1
+        writer.send(1)
+        assert daemon.messages()[-1]["seq"] == health["last_seq"] + 1  # no seq handed out twice
+        wait_for(lambda: daemon.get("api/health").json()["db_bytes"] <= 300_000, 20, "shrinking")
+    finally:
+        daemon.stop()
+
+
+def test_age_limit_prunes_old_records_and_whole_kernels(tmp_path: Path) -> None:
+    """Past --max-age records go, and a kernel whose whole history went leaves the list."""
+    daemon = Daemon(tmp_path).start("--max-age", "1s")
+    try:
+        old = Writer(daemon, "old-kernel")
+        old.send(10)
+        new = Writer(daemon, "new-kernel")
+
+        def old_ones_pruned() -> bool:
+            new.send(1)  # each commit lets retention check the age of what is stored
+            return all(r["kernel_id"] == "new-kernel" for r in daemon.messages())
+
+        wait_for(old_ones_pruned, 20, "the old records to be pruned")
+        kernels = [k["kernel_id"] for k in daemon.get("api/kernels").json()["kernels"]]
+        assert kernels == ["new-kernel"]
+        notices, _ = view_from(daemon, 0)
+        assert notices[0]["type"] == "gap" and notices[0]["first_seq"] == 1
+    finally:
+        daemon.stop()
