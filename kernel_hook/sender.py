@@ -33,6 +33,7 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 5.0
 OPEN_TIMEOUT = 5.0
 IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and close request
+LINGER = 0.005  # a burst's first message waits this long for the rest to share its frame
 
 
 def _encode(entry: Entry, max_output_bytes: int) -> str:
@@ -142,7 +143,7 @@ class Sender:
         """
         limit = welcome.max_frame_bytes - BATCH_FRAMING
         while True:
-            batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK)
+            batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK, LINGER)
             frame: list[str] = []
             size = 0
             for entry in batch:
