@@ -31,9 +31,6 @@ log = logging.getLogger("nbrelay.app")
 STATIC_DIR = Path(static.__file__).parent
 
 
-MAX_SEQ = 2**63 - 1
-
-
 class BadQuery(ValueError):
     """A query parameter that cannot be used; answered with 400 (HTTP) or 1008 (WebSocket)."""
 
@@ -116,8 +113,8 @@ class Relay:
         if not self.authorized(request):
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         try:
-            since = _int_param(request, "since", 0, 0, MAX_SEQ)
-            before = _int_param(request, "before", MAX_SEQ, 1, MAX_SEQ)
+            since = _int_param(request, "since", 0, 0, protocol.MAX_SEQ)
+            before = _int_param(request, "before", protocol.MAX_SEQ, 1, protocol.MAX_SEQ)
             limit = _int_param(
                 request, "limit", self.settings.page_records, 1, self.settings.page_records
             )
@@ -175,7 +172,7 @@ class Relay:
 
     async def _view(self, ws: WebSocket) -> None:
         try:
-            since = _int_param(ws, "since", 0, 0, MAX_SEQ)
+            since = _int_param(ws, "since", 0, 0, protocol.MAX_SEQ)
         except BadQuery as exc:
             await ws.close(protocol.CLOSE_POLICY, str(exc))
             return

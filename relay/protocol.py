@@ -54,7 +54,7 @@ CLOSE_POLICY = 1008  # missing or wrong token, unusable parameters
 CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later
 CLOSE_TRY_AGAIN_LATER = 1013  # too many connections
 
-_MAX_INT = 2**63 - 1  # SQLite's INTEGER
+MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: the bound of every number on the wire
 
 
 class ProtocolError(ValueError):
@@ -117,7 +117,7 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where:
 
 def _count(obj: dict[str, Any], name: str, where: str, minimum: int = 0) -> int:
     value: int = _field(obj, name, int, where)
-    if not minimum <= value <= _MAX_INT:
+    if not minimum <= value <= MAX_SEQ:
         raise ProtocolError(f"{where}: field {name!r} is out of range")
     return value
 
@@ -217,7 +217,7 @@ def _fast_output(raw: Any, previous: int) -> Output | None:
         return None
     if (
         type(n) is int
-        and previous < n <= _MAX_INT
+        and previous < n <= MAX_SEQ
         and type(msg_id) is str
         and msg_id
         and msg_type in CAPTURED_TYPES

@@ -213,7 +213,7 @@ class Store:
             timeout = CHECK_EVERY if self._unchecked else IDLE_PRUNE
             try:
                 first = await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 await self._prune_logged(force=True)
                 continue
             writes = [first]
