@@ -34,7 +34,7 @@ CELLS = {
 
 def timed(kernel: Kernel, code: str) -> float:
     start = time.perf_counter()
-    kernel.run_ok(code, timeout=600)
+    kernel.run_ok(code, timeout=300)
     return time.perf_counter() - start
 
 
@@ -68,7 +68,7 @@ def latency(daemon: Daemon, viewers: int, lines: int = 1000) -> dict[str, float]
     lags: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
-    ready = threading.Barrier(viewers + 1)
+    ready = threading.Barrier(viewers + 1, timeout=60)
 
     def watch() -> None:
         head = daemon.get("api/messages", limit=1).json()["last_seq"]

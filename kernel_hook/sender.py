@@ -9,6 +9,7 @@ never raised: the kernel must not notice.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -36,15 +37,22 @@ IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and clos
 LINGER = 0.005  # a burst's first message waits this long for the rest to share its frame
 
 
+@functools.lru_cache(maxsize=64)
+def _parent_msg_id(parent: bytes) -> str | None:
+    """The msg_id in a parent header: one parse per cell, as a cell's messages share it."""
+    header = json.loads(parent) if parent else {}
+    msg_id = header.get("msg_id") if isinstance(header, dict) else None
+    return msg_id if isinstance(msg_id, str) and msg_id else None
+
+
 def _encode(entry: Entry, max_output_bytes: int) -> str:
-    parent = json.loads(entry.parent) if entry.parent else {}
-    parent_msg_id = parent.get("msg_id") if isinstance(parent, dict) else None
+    parent_msg_id = _parent_msg_id(entry.parent)
     # ipykernel's JSON, as is; "replace" only matters for invalid UTF-8, which JSON can't carry.
     content = entry.content.decode("utf-8", "replace")
     if len(entry.content) > max_output_bytes:  # cut here what could not be stored whole
         content = json.dumps(protocol.fit_content(json.loads(content), max_output_bytes))
     return protocol.encode_output(
-        entry.n, entry.msg_id, entry.msg_type, parent_msg_id or None, entry.time, content
+        entry.n, entry.msg_id, entry.msg_type, parent_msg_id, entry.time, content
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import zmq
 from jupyter_client.manager import KernelManager
 from websockets.sync.client import ClientConnection, connect
 
@@ -245,6 +246,9 @@ class Kernel:
         self._log = self.log_path.open("wb")
         self.km.start_kernel(env=kernel_env, stdout=self._log, stderr=self._log)
         self.kc = self.km.client()
+        # The oracle must see every IOPub message: a SUB socket drops past its high-water
+        # mark (1000 messages) when this process is slow to read, e.g. on a busy machine.
+        self.kc.context.setsockopt(zmq.RCVHWM, 0)
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60 * FACTOR)
 
