@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from websockets.sync.client import connect
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import Daemon  # noqa: E402  (the tests' real-daemon harness)
 
@@ -20,16 +18,9 @@ __all__ = ["Daemon", "fill", "machine"]
 
 def fill(daemon: Daemon, kernel_id: str, count: int, batch: int = 2000) -> float:
     """Store ``count`` one-line stream records for ``kernel_id``; returns records/s."""
-    url = daemon.url.replace("http://", "ws://") + "ws/ingest"
     start = time.perf_counter()
-    auth = {"Authorization": f"Bearer {daemon.token}"}
-    with connect(url, additional_headers=auth, proxy=None) as ws:
-        ws.send(
-            protocol.Hello(
-                kernel_id, kernel_id + "-1", f"{kernel_id}.ipynb", "bench", 1, "t"
-            ).encode()
-        )
-        ws.recv()
+    hello = protocol.Hello(kernel_id, kernel_id + "-1", f"{kernel_id}.ipynb", "bench", 1, "t")
+    with daemon.ingest(hello) as ws:
         for first in range(1, count + 1, batch):
             entries = [
                 protocol.encode_output(

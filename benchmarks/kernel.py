@@ -71,8 +71,8 @@ def latency(daemon: Daemon, viewers: int, lines: int = 1000) -> dict[str, float]
     ready = threading.Barrier(viewers + 1, timeout=60)
 
     def watch() -> None:
-        head = daemon.get("api/messages", limit=1).json()["last_seq"]
-        url = daemon.url.replace("http://", "ws://") + f"ws/view?since={head}&token={daemon.token}"
+        head = daemon.head()
+        url = daemon.ws_url(f"ws/view?since={head}&token={daemon.token}")
         with connect(url, proxy=None, max_size=None) as ws:
             ready.wait()
             while not stop.is_set():

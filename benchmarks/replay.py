@@ -13,14 +13,8 @@ import time
 from pathlib import Path
 
 from common import Daemon, fill, machine
+from load import peak_rss_mb
 from websockets.sync.client import connect
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):  # the peak resident set size
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:
@@ -32,7 +26,7 @@ def main() -> None:
         try:
             ingest_rate = fill(daemon, "replay", args.records)
             assert daemon.proc is not None
-            url = daemon.url.replace("http://", "ws://") + f"ws/view?since=0&token={daemon.token}"
+            url = daemon.ws_url(f"ws/view?since=0&token={daemon.token}")
             start = time.perf_counter()
             first = None
             count = 0
@@ -51,7 +45,7 @@ def main() -> None:
                 paged += len(page)
                 since = page[-1]["seq"]
             api_took = time.perf_counter() - start
-            peak = rss_mb(daemon.proc.pid)
+            peak = peak_rss_mb(daemon.proc.pid)
         finally:
             daemon.stop()
     assert first is not None and count == paged == args.records + 1

@@ -49,10 +49,11 @@ class Report:
     viewers: list[Viewer]
 
 
-def _rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far, as Linux keeps it (VmHWM)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -60,7 +61,7 @@ def _rss_mb(pid: int) -> float:
 def _watch(daemon: Daemon, viewer: Viewer, stop: threading.Event) -> None:
     """Follow the daemon like the viewer page does: on any disconnect (a slow viewer may miss
     the daemon's keepalive pings and be dropped), reconnect after the last seq received."""
-    base = daemon.url.replace("http://", "ws://") + f"ws/view?token={daemon.token}"
+    base = daemon.ws_url(f"ws/view?token={daemon.token}")
     while not stop.is_set():
         try:
             with connect(
@@ -121,7 +122,6 @@ def run(
         sender = Sender(outbox, hello, locate=lambda: endpoint)
         sender.start()
         hooks.append((outbox, sender))
-    peak = 0.0
     sent = 0
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < seconds:
@@ -133,15 +133,13 @@ def run(
                 ).encode()
                 outbox.put(f"load{k}-{n}", "stream", now_iso(), PARENT, content)
                 sent += 1
-        peak = max(peak, _rss_mb(daemon.proc.pid))
         time.sleep(0.01)  # pacing the producers, not synchronising on anything
     deadline = time.monotonic() + 60
     while any(o.stats()["pending"] for o, _ in hooks):
         assert time.monotonic() < deadline, "ingest was not all acknowledged within 60 s"
-        peak = max(peak, _rss_mb(daemon.proc.pid))
         time.sleep(0.05)
     took = time.monotonic() - start
-    head = int(daemon.get("api/messages", limit=1).json()["last_seq"])
+    head = daemon.head()
     slow_behind = max((head - v.last_seq for v in watchers if v.slow), default=0)
     deadline = time.monotonic() + 60
     while any(v.last_seq < head for v in watchers if not v.slow) and time.monotonic() < deadline:
@@ -156,7 +154,7 @@ def run(
         seconds=took,
         sent=sent,
         stored_per_s=sent / took,
-        peak_rss_mb=peak,
+        peak_rss_mb=peak_rss_mb(daemon.proc.pid),
         fast_lag_p50_ms=1000 * lags[len(lags) // 2],
         fast_lag_p99_ms=1000 * lags[int(len(lags) * 0.99)],
         slow_behind_at_end=slow_behind,

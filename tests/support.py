@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,9 @@ import httpx
 import zmq
 from jupyter_client.manager import KernelManager
 from websockets.sync.client import ClientConnection, connect
+
+from nbrelay import protocol
+from nbrelay.protocol import Hello
 
 T = TypeVar("T")
 FACTOR = float(os.environ.get("NBRELAY_TEST_TIMEOUT_FACTOR", "1"))
@@ -52,6 +55,28 @@ def wait_for(condition: Callable[[], T], timeout: float = 10, what: str = "condi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout * FACTOR:.0f} s waiting for {what}")
         time.sleep(0.02)
+
+
+# A cell that prints ``count`` lines over a few seconds, one IOPub message each.
+STREAM = """
+import time
+for i in range({count}):
+    print(f"line {{i}} " + "x" * {width}, flush=True)
+    if i % 50 == 0:
+        time.sleep(0.05)  # spread the output over a few seconds
+"""
+
+
+def stream(count: int, width: int = 0) -> str:
+    return STREAM.format(count=count, width=width)
+
+
+def stream_batch(numbers: Iterable[int], text: str = "x", prefix: str = "m") -> str:
+    """A batch frame of stdout messages numbered ``numbers``, with msg_ids ``{prefix}{n}``."""
+    content = json.dumps({"name": "stdout", "text": text})
+    return protocol.encode_batch(
+        protocol.encode_output(n, f"{prefix}{n}", "stream", "p", "t", content) for n in numbers
+    )
 
 
 def nbrelay(*args: str, runtime: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -183,13 +208,32 @@ class Daemon:
             records.extend(page)
             since = page[-1]["seq"]
 
+    def ws_url(self, path: str) -> str:
+        return self.url.replace("http://", "ws://") + path
+
+    def head(self, kernel_id: str | None = None) -> int:
+        """The last seq stored (of ``kernel_id``), cheaply: one small API call."""
+        params = {"kernel_id": kernel_id} if kernel_id else {}
+        return int(self.get("api/messages", limit=1, **params).json()["last_seq"])
+
+    @contextmanager
+    def ingest(self, hello: Hello | None = None) -> Iterator[ClientConnection]:
+        """An ingest connection as the kernel hook opens it; past its hello if one is given."""
+        auth = {"Authorization": f"Bearer {self.token}"}
+        with connect(
+            self.ws_url("ws/ingest"), additional_headers=auth, proxy=None, max_size=None
+        ) as ws:
+            if hello is not None:
+                ws.send(hello.encode())
+                ws.recv(10 * FACTOR)
+            yield ws
+
     @contextmanager
     def viewer(self, since: int = 0, kernel_id: str | None = None) -> Iterator[Viewer]:
         query = f"since={since}&token={self.token}"
         if kernel_id:
             query += f"&kernel_id={kernel_id}"
-        ws_url = self.url.replace("http://", "ws://") + "ws/view?" + query
-        with connect(ws_url, proxy=None, max_size=None) as ws:
+        with connect(self.ws_url("ws/view?" + query), proxy=None, max_size=None) as ws:
             yield Viewer(ws)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import HTTP, Daemon
+from support import HTTP, Daemon, stream_batch
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -14,18 +14,8 @@ from nbrelay import protocol
 
 def fill(daemon: Daemon, count: int) -> None:
     """Store ``count`` messages through the ingest socket."""
-    content = '{"name":"stdout","text":"x\\n"}'
-    url = daemon.url.replace("http://", "ws://") + "ws/ingest"
-    with connect(
-        url, additional_headers={"Authorization": f"Bearer {daemon.token}"}, proxy=None
-    ) as ws:
-        ws.send(protocol.Hello("api-kernel", "api-session", None, "h", 1, "t").encode())
-        ws.recv(10)
-        entries = [
-            protocol.encode_output(n, f"m{n}", "stream", "p", "t", content)
-            for n in range(1, count + 1)
-        ]
-        ws.send(protocol.encode_batch(entries))
+    with daemon.ingest(protocol.Hello("api-kernel", "api-session", None, "h", 1, "t")) as ws:
+        ws.send(stream_batch(range(1, count + 1), "x\n"))
         assert json.loads(ws.recv(10))["acked"] == count
 
 
@@ -51,7 +41,7 @@ def test_websockets_close_with_1008_without_the_token(
     daemon: Daemon, path: str, query: str
 ) -> None:
     """A WebSocket without the right token is closed with 1008 before anything is sent."""
-    url = daemon.url.replace("http://", "ws://") + path + query
+    url = daemon.ws_url(path + query)
     with connect(url, proxy=None) as ws, pytest.raises(ConnectionClosed) as closed:
         ws.recv(10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

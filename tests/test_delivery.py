@@ -16,74 +16,15 @@ from support import (
     Daemon,
     Kernel,
     as_record,
-    assert_relayed,
     comparable,
     relayed,
-    stream_text,
+    stream,
+    stream_batch,
     wait_for,
 )
 from websockets.sync.client import connect
 
 from nbrelay import protocol
-
-STREAM = """
-import time
-for i in range({count}):
-    print(f"line {{i}}", flush=True)
-    if i % 50 == 0:
-        time.sleep(0.05)  # spread the output over a few seconds
-"""
-
-
-def head(daemon: Daemon, kernel: Kernel | None = None) -> int:
-    """The last seq stored (for ``kernel``), cheaply: one small API call."""
-    params = {"kernel_id": kernel.kernel_id} if kernel else {}
-    return int(daemon.get("api/messages", limit=1, **params).json()["last_seq"])
-
-
-def test_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(
-    daemon: Daemon, kernel: Kernel
-) -> None:
-    """SIGKILL the daemon twice while a cell prints 3000 lines: each stored once, in order."""
-
-    def crash_twice() -> None:
-        for threshold in (300, 1200):
-            wait_for(lambda t=threshold: head(daemon, kernel) >= t, 30, "output to flow")
-            daemon.kill()
-            daemon.start()
-
-    # The kernel client stays on this thread (jupyter_client's loops are per thread).
-    with ThreadPoolExecutor(1) as pool:
-        faults = pool.submit(crash_twice)
-        msgs = kernel.run_ok(STREAM.format(count=3000), 120)
-        faults.result()
-    assert daemon.starts == 3
-    assert_relayed(daemon, kernel, msgs)
-    seqs = [r["seq"] for r in daemon.messages()]
-    assert seqs == sorted(set(seqs))
-
-
-def test_output_made_while_no_daemon_runs_arrives_in_order(tmp_path: Path) -> None:
-    """A kernel that starts before the daemon buffers its output and delivers it once it starts."""
-    daemon = Daemon(tmp_path)
-    kernel = Kernel(daemon.runtime_dir)
-    try:
-        loaded = kernel.run_ok("%load_ext nbrelay")
-        assert "once it runs" in stream_text(loaded)
-        msgs = kernel.run_ok("for i in range(100): print(i, flush=True)\n1 + 1")
-        # The hook's warning goes to the kernel's log, not into the notebook.
-        wait_for(
-            lambda: "no nbrelay daemon is running" in kernel.log_path.read_text(), 10, "a warning"
-        )
-        assert "daemon found" not in stream_text(loaded + msgs)
-        daemon.start()
-        assert_relayed(daemon, kernel, msgs)
-        log = kernel.log_path.read_text()
-        assert log.count("no nbrelay daemon is running") == 1, log  # said once, not every retry
-    finally:
-        kernel.shutdown()
-        if daemon.proc is not None:
-            daemon.stop()
 
 
 def test_buffer_overflow_leaves_an_explicit_gap(tmp_path: Path) -> None:
@@ -124,17 +65,17 @@ def test_replay_from_any_seq_joins_live_output_exactly(daemon: Daemon, kernel: K
 
     def connect_viewers() -> list[tuple[int, Any]]:
         viewers = []
-        first = head(daemon)
+        first = daemon.head()
         for threshold in (50, 300, 600, 900, 1200):  # connect at different points of the stream
-            wait_for(lambda t=threshold: head(daemon) >= first + t, 20, "more output")
-            since = rng.randint(0, head(daemon))
+            wait_for(lambda t=threshold: daemon.head() >= first + t, 20, "more output")
+            since = rng.randint(0, daemon.head())
             context = daemon.viewer(since=since)
             viewers.append((since, context, context.__enter__()))
         return viewers
 
     with ThreadPoolExecutor(1) as pool:
         connecting = pool.submit(connect_viewers)
-        msgs = kernel.run_ok(STREAM.format(count=1500), 120)
+        msgs = kernel.run_ok(stream(1500), 120)
         viewers = connecting.result()
     relayed(daemon, kernel, msgs)
     everything = daemon.messages()
@@ -161,35 +102,20 @@ def test_viewer_filtered_by_kernel(daemon: Daemon, kernel_factory: Any) -> None:
     assert viewer.records == daemon.messages(kernel_id=a.kernel_id)
 
 
-def ingest(daemon: Daemon) -> Any:
-    return connect(
-        daemon.url.replace("http://", "ws://") + "ws/ingest",
-        additional_headers={"Authorization": f"Bearer {daemon.token}"},
-        proxy=None,
-    )
-
-
-def batch(*numbers: int) -> str:
-    content = '{"name":"stdout","text":"x"}'
-    return protocol.encode_batch(
-        protocol.encode_output(n, f"m{n}", "stream", "p", "t", content) for n in numbers
-    )
-
-
 def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
     """The daemon's half of the contract, spoken directly: resends are ignored, jumps recorded."""
     hello = protocol.Hello("raw-kernel", "raw-session", None, "h", 1, "t").encode()
-    with ingest(daemon) as ws:
+    with daemon.ingest() as ws:
         ws.send(hello)
         assert json.loads(ws.recv(10))["acked"] == 0
-        ws.send(batch(1, 2, 3))
+        ws.send(stream_batch([1, 2, 3]))
         assert json.loads(ws.recv(10)) == {"type": "ack", "acked": 3}
-    with ingest(daemon) as ws:  # a reconnect resends from an older point
+    with daemon.ingest() as ws:  # a reconnect resends from an older point
         ws.send(hello)
         assert json.loads(ws.recv(10))["acked"] == 3
-        ws.send(batch(2, 3, 4))
+        ws.send(stream_batch([2, 3, 4]))
         assert json.loads(ws.recv(10))["acked"] == 4
-        ws.send(batch(7))
+        ws.send(stream_batch([7]))
         assert json.loads(ws.recv(10))["acked"] == 7
     records = daemon.messages(kernel_id="raw-kernel")
     assert [r["msg_id"] for r in records] == [
@@ -207,19 +133,12 @@ def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
 def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> None:
     """Ingest keeps being acknowledged while a viewer reads nothing; that viewer later gets
     every record, in order, from its own cursor."""
-    text = "y" * 1000
-    content = json.dumps({"name": "stdout", "text": text})
-    url = daemon.url.replace("http://", "ws://")
-    with connect(url + f"ws/view?since=0&token={daemon.token}", proxy=None, max_queue=1) as stalled:
-        with ingest(daemon) as ws:
-            ws.send(protocol.Hello("busy", "busy-session", None, "h", 1, "t").encode())
-            ws.recv(10)
+    view = daemon.ws_url(f"ws/view?since=0&token={daemon.token}")
+    with connect(view, proxy=None, max_queue=1) as stalled:
+        with daemon.ingest(protocol.Hello("busy", "busy-session", None, "h", 1, "t")) as ws:
             for start in range(1, 20_001, 500):
                 numbers = range(start, start + 500)
-                entries = [
-                    protocol.encode_output(n, f"m{n}", "stream", "p", "t", content) for n in numbers
-                ]
-                ws.send(protocol.encode_batch(entries))
+                ws.send(stream_batch(numbers, "y" * 1000))
                 assert json.loads(ws.recv(10))["acked"] == numbers[-1]
         received: list[int] = []
         while len(received) < 20_001:
@@ -232,10 +151,10 @@ def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> 
 def test_seqs_are_never_reused_after_rows_are_deleted(daemon: Daemon) -> None:
     """Deleting the newest rows (as pruning may) does not make the daemon reuse their seqs."""
     hello = protocol.Hello("seq-kernel", "seq-session", None, "h", 1, "t").encode()
-    with ingest(daemon) as ws:
+    with daemon.ingest() as ws:
         ws.send(hello)
         ws.recv(10)
-        ws.send(batch(1, 2, 3))
+        ws.send(stream_batch([1, 2, 3]))
         ws.recv(10)
     old_head = daemon.messages()[-1]["seq"]
     assert daemon.stop() == 0
@@ -243,9 +162,9 @@ def test_seqs_are_never_reused_after_rows_are_deleted(daemon: Daemon) -> None:
         db.execute("DELETE FROM records WHERE seq > 1")
     db.close()
     daemon.start()
-    with ingest(daemon) as ws:
+    with daemon.ingest() as ws:
         ws.send(hello)
         ws.recv(10)
-        ws.send(batch(4))
+        ws.send(stream_batch([4]))
         ws.recv(10)
     assert [r["seq"] for r in daemon.messages()] == [1, old_head + 1]

@@ -16,23 +16,9 @@ from typing import Any
 
 import pytest
 from checker import check
-from support import FACTOR, Daemon, Kernel, nbrelay, relayed, wait_for
+from support import FACTOR, Daemon, Kernel, nbrelay, relayed, stream, stream_text, wait_for
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-
-STREAM = """
-import time
-for i in range({count}):
-    print(f"line {{i}} " + "x" * {width}, flush=True)
-    if i % 50 == 0:
-        time.sleep(0.05)  # spread the output over a few seconds
-"""
-
-
-def head(daemon: Daemon, kernel: Kernel | None = None) -> int:
-    """The last seq stored (for ``kernel``), cheaply: one small API call."""
-    params = {"kernel_id": kernel.kernel_id} if kernel else {}
-    return int(daemon.get("api/messages", limit=1, **params).json()["last_seq"])
 
 
 def test_daemon_killed_five_times_mid_stream(daemon: Daemon, kernel: Kernel) -> None:
@@ -41,14 +27,14 @@ def test_daemon_killed_five_times_mid_stream(daemon: Daemon, kernel: Kernel) -> 
 
     def crash_repeatedly() -> None:
         for threshold in (400, 1200, 2000, 2800, 3600):
-            wait_for(lambda t=threshold: head(daemon, kernel) >= t, 30, "output to flow")
+            wait_for(lambda t=threshold: daemon.head(kernel.kernel_id) >= t, 30, "output to flow")
             daemon.kill()
             daemon.start()
 
     # The kernel client stays on this thread (jupyter_client's loops are per thread).
     with ThreadPoolExecutor(1) as pool:
         faults = pool.submit(crash_repeatedly)
-        sent = kernel.run_ok(STREAM.format(count=5000, width=20), 180)
+        sent = kernel.run_ok(stream(5000, 20), 180)
         faults.result()
     assert daemon.starts == 6
     relayed(daemon, kernel, sent)
@@ -56,15 +42,22 @@ def test_daemon_killed_five_times_mid_stream(daemon: Daemon, kernel: Kernel) -> 
 
 
 def test_daemon_absent_when_the_kernel_starts(tmp_path: Path) -> None:
-    """Cells run normally with no daemon; once one starts, everything arrives, in order."""
+    """Cells run normally with no daemon; the hook says so once, in the kernel's log and not in
+    the notebook; once a daemon starts, everything arrives, in order."""
     daemon = Daemon(tmp_path)
     kernel = Kernel(daemon.runtime_dir)
     try:
-        kernel.run_ok("%load_ext nbrelay")
-        sent = kernel.run_ok(STREAM.format(count=300, width=10))
+        loaded = kernel.run_ok("%load_ext nbrelay")
+        assert "once it runs" in stream_text(loaded)
+        sent = kernel.run_ok(stream(300, 10))
+        warning = "no nbrelay daemon is running"
+        wait_for(lambda: warning in kernel.log_path.read_text(), 10, "a warning")
+        assert "daemon found" not in stream_text(loaded + sent)
         daemon.start()
         relayed(daemon, kernel, sent)
         check(sent, daemon.messages())
+        log = kernel.log_path.read_text()
+        assert log.count(warning) == 1, log  # said once, not at every retry
     finally:
         kernel.shutdown()
         if daemon.proc is not None:
@@ -79,9 +72,9 @@ def test_viewer_reconnect_storm(daemon: Daemon, kernel: Kernel) -> None:
     seen: list[tuple[int, list[dict[str, Any]]]] = []
 
     def storm() -> None:
-        url = daemon.url.replace("http://", "ws://") + f"ws/view?token={daemon.token}"
+        url = daemon.ws_url(f"ws/view?token={daemon.token}")
         for _ in range(100):
-            since = rng.randint(0, head(daemon))
+            since = rng.randint(0, daemon.head())
             received: list[dict[str, Any]] = []
             with connect(f"{url}&since={since}", proxy=None, max_size=None) as ws:
                 live = False
@@ -98,7 +91,7 @@ def test_viewer_reconnect_storm(daemon: Daemon, kernel: Kernel) -> None:
 
     with ThreadPoolExecutor(1) as pool:
         storming = pool.submit(storm)
-        sent = kernel.run_ok(STREAM.format(count=4000, width=10), 120)
+        sent = kernel.run_ok(stream(4000, 10), 120)
         storming.result()
     relayed(daemon, kernel, sent)
     assert len(seen) == 100 and sum(len(r) for _, r in seen) > 100
@@ -149,7 +142,7 @@ def test_full_disk_stops_acks_and_nothing_is_lost(tmp_path: Path, small_disk: Pa
     kernel = Kernel(daemon.runtime_dir)
     try:
         kernel.run_ok("%load_ext nbrelay")
-        sent = kernel.run_ok(STREAM.format(count=3000, width=500), 120)  # about 1.5 MB
+        sent = kernel.run_ok(stream(3000, 500), 120)  # about 1.5 MB
         wait_for(lambda: "storage is failing" in daemon.log(), 30, "the failure in the log")
         health = wait_for(  # one response: the state can flip between two requests
             lambda: (response := daemon.get("api/health")).status_code == 503 and response,
@@ -191,10 +184,10 @@ def test_unusable_database_is_refused_and_left_untouched(tmp_path: Path, kind: s
 def test_sigterm_commits_acks_closes_viewers_and_cleans_up(daemon: Daemon, kernel: Kernel) -> None:
     """SIGTERM mid-stream: viewers are closed with 1001, the process exits 0 within seconds,
     its runtime file is gone, and after a restart nothing the kernel sent is missing or doubled."""
-    url = daemon.url.replace("http://", "ws://") + f"ws/view?token={daemon.token}"
+    url = daemon.ws_url(f"ws/view?token={daemon.token}")
     with connect(url, proxy=None, max_size=None) as viewer:
-        running = kernel.kc.execute(STREAM.format(count=2000, width=10))
-        wait_for(lambda: head(daemon, kernel) > 300, 30, "output to flow")
+        running = kernel.kc.execute(stream(2000, 10))
+        wait_for(lambda: daemon.head(kernel.kernel_id) > 300, 30, "output to flow")
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(10 * FACTOR) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +48,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     assert d.stop() == 0
 
 
-@contextmanager
-def ingest(daemon: Daemon, kernel_id: str) -> Iterator[Any]:
+def ingest(daemon: Daemon, kernel_id: str) -> Any:
     """An ingest connection past its hello, as a new kernel process."""
-    with connect(
-        daemon.url.replace("http://", "ws://") + "ws/ingest",
-        additional_headers={"Authorization": f"Bearer {daemon.token}"},
-        proxy=None,
-        max_size=None,
-    ) as ws:
-        ws.send(protocol.Hello(kernel_id, uuid.uuid4().hex, None, "h", 1, "t").encode())
-        ws.recv(10)
-        yield ws
+    return daemon.ingest(protocol.Hello(kernel_id, uuid.uuid4().hex, None, "h", 1, "t"))
 
 
 def assert_sentinel_untouched(daemon: Daemon) -> None:
@@ -147,7 +137,7 @@ def test_random_query_parameters_never_cause_a_500(daemon: Daemon, params: dict[
 @given(since=st.text(max_size=25) | st.integers(-(2**70), 2**70).map(str))
 def test_random_view_parameters_are_served_or_refused(daemon: Daemon, since: str) -> None:
     """/ws/view with any since either replays from it or closes with 1008 and a reason."""
-    url = daemon.url.replace("http://", "ws://") + "ws/view"
+    url = daemon.ws_url("ws/view")
     params = httpx.QueryParams({"since": since, "token": daemon.token})
     with connect(f"{url}?{params}", proxy=None, max_size=None) as ws:
         try:

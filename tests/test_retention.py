@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from support import Daemon, wait_for
-from websockets.sync.client import connect
+from support import Daemon, stream_batch, wait_for
 
 from nbrelay import protocol
 
@@ -20,24 +19,11 @@ class Writer:
         self.daemon, self.kernel_id, self.n = daemon, kernel_id, 0
 
     def send(self, count: int, size: int = 100) -> None:
-        url = self.daemon.url.replace("http://", "ws://") + "ws/ingest"
-        auth = {"Authorization": f"Bearer {self.daemon.token}"}
-        with connect(url, additional_headers=auth, proxy=None) as ws:
-            ws.send(
-                protocol.Hello(self.kernel_id, self.kernel_id + "-s", None, "h", 1, "t").encode()
-            )
-            ws.recv(10)
+        hello = protocol.Hello(self.kernel_id, self.kernel_id + "-s", None, "h", 1, "t")
+        with self.daemon.ingest(hello) as ws:
             for first in range(self.n + 1, self.n + count + 1, 500):
                 numbers = range(first, min(first + 500, self.n + count + 1))
-                content = json.dumps({"name": "stdout", "text": "x" * size})
-                ws.send(
-                    protocol.encode_batch(
-                        protocol.encode_output(
-                            n, f"{self.kernel_id}-{n}", "stream", "p", "t", content
-                        )
-                        for n in numbers
-                    )
-                )
+                ws.send(stream_batch(numbers, "x" * size, prefix=f"{self.kernel_id}-"))
                 assert json.loads(ws.recv(10))["acked"] == numbers[-1]
         self.n += count
 

@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FACTOR, HTTP, Daemon, Kernel, nbrelay, wait_for
+from support import FACTOR, HTTP, Daemon, Kernel, nbrelay, stream_batch, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from nbrelay import protocol
-
-
-def ws_url(daemon: Daemon, path: str) -> str:
-    return daemon.url.replace("http://", "ws://") + path
 
 
 def raw_http(daemon: Daemon, request: bytes) -> bytes:
@@ -36,23 +32,14 @@ def raw_http(daemon: Daemon, request: bytes) -> bytes:
     return answer
 
 
-def hello(kernel_id: str = "sec-kernel", session: str = "sec-session") -> str:
-    return protocol.Hello(kernel_id, session, None, "h", 1, "t").encode()
-
-
-def entry(n: int, text: str = "x") -> str:
-    return protocol.encode_output(
-        n, f"m{n}", "stream", "p", "t", json.dumps({"name": "stdout", "text": text})
-    )
+def hello(kernel_id: str = "sec-kernel", session: str = "sec-session") -> protocol.Hello:
+    return protocol.Hello(kernel_id, session, None, "h", 1, "t")
 
 
 @pytest.fixture
 def ingest(daemon: Daemon) -> Iterator[Any]:
     """An open, greeted ingest connection."""
-    auth = {"Authorization": f"Bearer {daemon.token}"}
-    with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as ws:
-        ws.send(hello())
-        ws.recv(10)
+    with daemon.ingest(hello()) as ws:
         yield ws
 
 
@@ -61,7 +48,7 @@ def ingest(daemon: Daemon) -> Iterator[Any]:
 
 def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest: Any) -> None:
     """Whichever way the token travels, also through a failing request, it is not written down."""
-    ingest.send(protocol.encode_batch([entry(1)]))
+    ingest.send(stream_batch([1]))
     ingest.recv(10)
     token = daemon.token
     cookies = {"Cookie": f"token={token}; nbrelay={token}"}
@@ -71,7 +58,7 @@ def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest:
     )
     assert daemon.get("api/messages", since=0).status_code == 200
     assert daemon.get("api/messages", token="guessed-token-123").status_code == 401
-    with connect(ws_url(daemon, f"ws/view?token={token}"), proxy=None) as ws:
+    with connect(daemon.ws_url(f"ws/view?token={token}"), proxy=None) as ws:
         ws.recv(10)
     with sqlite3.connect(daemon.db) as db:  # make the next request fail inside the daemon
         db.execute("DROP TABLE kernels")
@@ -176,7 +163,7 @@ def test_cross_origin_websocket_is_refused_even_with_the_token(
     """Cross-site WebSocket hijacking: another origin gets 403 whatever token it holds."""
     headers = {"Origin": origin.format(port=daemon.port), "Authorization": f"Bearer {daemon.token}"}
     with pytest.raises(InvalidStatus) as refused:
-        connect(ws_url(daemon, path), additional_headers=headers, proxy=None).close()
+        connect(daemon.ws_url(path), additional_headers=headers, proxy=None).close()
     assert refused.value.response.status_code == 403
 
 
@@ -186,7 +173,7 @@ def test_own_and_allowed_origins_pass(tmp_path: Path) -> None:
     try:
         for origin in (f"http://127.0.0.1:{daemon.port}", "https://hub.example.com"):
             with connect(
-                ws_url(daemon, f"ws/view?token={daemon.token}"),
+                daemon.ws_url(f"ws/view?token={daemon.token}"),
                 origin=origin,
                 proxy=None,  # type: ignore[arg-type]
             ) as ws:
@@ -313,11 +300,8 @@ def test_malformed_frames_close_only_their_connection(
 ) -> None:
     """A bad frame closes its connection with a code and a reason; stored data and other
     kernels are untouched, and the daemon keeps serving."""
-    auth = {"Authorization": f"Bearer {daemon.token}"}
-    with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as other:
-        other.send(hello("other-kernel", "other-session"))
-        other.recv(10)
-        ingest.send(protocol.encode_batch([entry(1, "kept")]))
+    with daemon.ingest(hello("other-kernel", "other-session")) as other:
+        ingest.send(stream_batch([1], "kept"))
         assert json.loads(ingest.recv(10))["acked"] == 1
         before = daemon.messages()
         ingest.send(frame)
@@ -325,7 +309,7 @@ def test_malformed_frames_close_only_their_connection(
             ingest.recv(10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code
         assert closed.value.rcvd.reason
-        other.send(protocol.encode_batch([entry(1, "still fine")]))
+        other.send(stream_batch([1], "still fine"))
         assert json.loads(other.recv(10))["acked"] == 1
     after = daemon.messages()
     assert after[: len(before)] == before
@@ -337,22 +321,17 @@ def test_oversized_frame_is_refused_with_1009(tmp_path: Path) -> None:
     """A frame above --max-frame-bytes closes the connection with 1009; the daemon goes on."""
     daemon = Daemon(tmp_path).start("--max-frame-bytes", "128KiB", "--max-output-bytes", "64KiB")
     try:
-        auth = {"Authorization": f"Bearer {daemon.token}"}
-        with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as ws:
-            ws.send(hello())
+        with daemon.ingest() as ws:
+            ws.send(hello().encode())
             welcome = protocol.Welcome.decode(ws.recv(10))
             assert (welcome.max_frame_bytes, welcome.max_output_bytes) == (128 * 1024, 64 * 1024)
-            ws.send(protocol.encode_batch([entry(1, "z" * 200_000)]))
+            ws.send(stream_batch([1], "z" * 200_000))
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         assert daemon.get("api/kernels").status_code == 200
-        with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as ws:
-            ws.send(hello())
-            ws.recv(10)
-            ws.send(
-                protocol.encode_batch([entry(1, "z" * 100_000)])
-            )  # fits the frame, not the output limit
+        with daemon.ingest(hello()) as ws:
+            ws.send(stream_batch([1], "z" * 100_000))  # fits the frame, not the output limit
             assert json.loads(ws.recv(10))["acked"] == 1
         (stored,) = [r for r in daemon.messages() if r["msg_type"] == "stream"]
         assert "bytes cut]" in stored["content"]["text"]
@@ -365,21 +344,15 @@ def test_connection_limits(tmp_path: Path) -> None:
     """Past --max-viewers / --max-kernels, new connections are closed with 1013 and a reason."""
     daemon = Daemon(tmp_path).start("--max-viewers", "2", "--max-kernels", "1")
     try:
-        view = ws_url(daemon, f"ws/view?token={daemon.token}")
+        view = daemon.ws_url(f"ws/view?token={daemon.token}")
         with connect(view, proxy=None) as a, connect(view, proxy=None) as b:
             a.recv(10), b.recv(10)
             with connect(view, proxy=None) as c, pytest.raises(ConnectionClosed) as closed:
                 c.recv(10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
             assert "too many viewer connections" in closed.value.rcvd.reason
-        auth = {"Authorization": f"Bearer {daemon.token}"}
-        with connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as k1:
-            k1.send(hello())
-            k1.recv(10)
-            with (
-                connect(ws_url(daemon, "ws/ingest"), additional_headers=auth, proxy=None) as k2,
-                pytest.raises(ConnectionClosed) as closed,
-            ):
+        with daemon.ingest(hello()):
+            with daemon.ingest() as k2, pytest.raises(ConnectionClosed) as closed:
                 k2.recv(10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
         with connect(view, proxy=None) as again:  # slots come back when connections end
@@ -391,7 +364,7 @@ def test_connection_limits(tmp_path: Path) -> None:
 def test_no_websocket_compression_is_negotiated(daemon: Daemon) -> None:
     """A client offering permessage-deflate gets none: there is nothing to decompress."""
     with connect(
-        ws_url(daemon, f"ws/view?token={daemon.token}"), proxy=None, compression="deflate"
+        daemon.ws_url(f"ws/view?token={daemon.token}"), proxy=None, compression="deflate"
     ) as ws:
         assert ws.response is not None
         assert "sec-websocket-extensions" not in ws.response.headers

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support import FACTOR, Daemon, Kernel
-from websockets.sync.client import connect
 
 from nbrelay import protocol
 
@@ -124,13 +123,10 @@ def test_hostile_output_never_runs_in_the_viewer(daemon: Daemon, page: Page) -> 
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.expose_function("reportMessage", lambda data: messages.append(data))
     page.add_init_script("window.addEventListener('message', e => window.reportMessage(e.data))")
-    auth = {"Authorization": f"Bearer {daemon.token}"}
-    with connect(
-        daemon.url.replace("http://", "ws://") + "ws/ingest", additional_headers=auth, proxy=None
+    hostile_name = f'<img src=x onerror="{PWN}">.ipynb'
+    with daemon.ingest(
+        protocol.Hello("xss-kernel", "xss-session", hostile_name, "h", 1, "t")
     ) as ws:
-        hostile_name = f'<img src=x onerror="{PWN}">.ipynb'
-        ws.send(protocol.Hello("xss-kernel", "xss-session", hostile_name, "h", 1, "t").encode())
-        ws.recv(10)
         entries = [
             protocol.encode_output(n, f"m{n}", msg_type, "cell-1", "t", json.dumps(content))
             for n, (msg_type, content) in enumerate(XSS, start=1)
