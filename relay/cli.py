@@ -5,33 +5,37 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from . import __version__
 from .errors import NbrelayError
 from .settings import Settings, default_db, parse_duration, parse_size
 
 COMMANDS = ("serve",)
+T = TypeVar("T")
 
 
 def _env(name: str, default: object) -> object:
     return os.environ.get(name, default)
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse type: its ValueError message is shown as it is."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_size = _flag_type(parse_size)
+_duration = _flag_type(parse_duration)
 
 
 def _list(name: str) -> list[str]:
