@@ -9,9 +9,9 @@ import re
 import signal
 import socket
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 
@@ -69,8 +69,7 @@ class Server(uvicorn.Server):
 
     On SIGINT or SIGTERM it stops accepting, lets each kernel's batch in flight commit and
     be acknowledged, closes every WebSocket with 1001 (going away), then lets uvicorn finish
-    and the lifespan close the store. uvicorn would then re-raise the signal, killing the
-    process before our cleanup (the runtime file) runs; a daemon asked to stop exits with 0.
+    and the lifespan close the store.
     """
 
     def __init__(self, config: uvicorn.Config, relay: Relay) -> None:
@@ -85,15 +84,10 @@ class Server(uvicorn.Server):
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
+        """Leave the signals to serve(), which installs the handlers before it announces the
+        daemon. uvicorn's would also re-raise the signal after shutting down, killing the
+        process before our cleanup (the runtime file) runs; a daemon asked to stop exits 0."""
+        yield
 
 
 def url_of(host: str, port: int) -> str:
@@ -131,8 +125,29 @@ def _serve(settings: Settings, lock: DatabaseLock) -> None:
     server = Server(config, app.state.relay)
     # From here on, a stop request is a clean stop, even before uvicorn is up: the runtime
     # file written next is then always removed.
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, server.handle_exit)
+    with stop_signals(server.handle_exit), sock:
+        _announce(settings, url, port)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            remove_runtime_file(os.getpid())
+    if not server.started:
+        raise NbrelayError("the daemon could not start: see the log above")
+
+
+@contextmanager
+def stop_signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``handler`` within the block; the old handlers come back after."""
+    original = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in original.items():
+            signal.signal(sig, old)
+
+
+def _announce(settings: Settings, url: str, port: int) -> None:
+    """Write the runtime file, print the viewer URL, warn if there is no token."""
     pid = os.getpid()
     write_runtime_file(
         {
@@ -157,14 +172,3 @@ def _serve(settings: Settings, lock: DatabaseLock) -> None:
             "running WITHOUT A TOKEN (--unsafe-no-token): every local user and program can "
             "read your kernels' output"
         )
-    try:
-        server.run(sockets=[sock])
-    finally:
-        remove_runtime_file(pid)
-        sock.close()
-        for sig in STOP_SIGNALS:
-            signal.signal(
-                sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler
-            )
-    if not server.started:
-        raise NbrelayError("the daemon could not start: see the log above")
