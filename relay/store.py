@@ -129,8 +129,8 @@ class Store:
         self,
         path: Path,
         max_output_bytes: int,
-        durability: str = "normal",
-        retention: Retention | None = None,
+        durability: str,
+        retention: Retention,
     ) -> None:
         self.path = path
         self.retention = retention
@@ -338,8 +338,6 @@ class Store:
     async def _prune(self) -> None:
         """Apply retention. ``pruned_through`` moves before the rows go, so a viewer reading
         meanwhile is told about the gap rather than finding a hole."""
-        if self.retention is None:
-            return
         assert self._writer is not None
         boundary = await self.retention.boundary(self._writer)
         if boundary <= self.pruned_through:
