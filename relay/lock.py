@@ -19,8 +19,9 @@ from .errors import NbrelayError
 class DatabaseLock:
     def __init__(self, db: Path) -> None:
         self.path = db.with_name(db.name + ".lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = open(self.path, "a+")  # noqa: SIM115 (held for the daemon's life)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Held for the daemon's life; private like the database beside it.
+        self._file: IO[str] = os.fdopen(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600), "r+")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

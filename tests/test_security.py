@@ -195,8 +195,9 @@ def test_page_headers(daemon: Daemon) -> None:
 # -- the runtime file ------------------------------------------------------------------------
 
 
-def test_runtime_file_is_private_even_under_umask_000(tmp_path: Path) -> None:
-    """With umask 000 the runtime folder is still 0700 and the file 0600."""
+def test_runtime_file_and_database_are_private_even_under_umask_000(tmp_path: Path) -> None:
+    """With umask 000 the runtime folder and a new database's folder are still 0700, and the
+    runtime file and the database files (everything the kernels printed) 0600."""
     runtime = tmp_path / "fresh" / "runtime"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
     proc = subprocess.Popen(
@@ -207,7 +208,7 @@ def test_runtime_file_is_private_even_under_umask_000(tmp_path: Path) -> None:
             "--port",
             "0",
             "--db",
-            str(tmp_path / "db.sqlite3"),
+            str(tmp_path / "data" / "db.sqlite3"),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -221,6 +222,11 @@ def test_runtime_file_is_private_even_under_umask_000(tmp_path: Path) -> None:
         )
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+        data = tmp_path / "data"
+        wait_for(lambda: (data / "db.sqlite3-wal").exists(), 15, "the database to open")
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for name in ("db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm", "db.sqlite3.lock"):
+            assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     finally:
         proc.terminate()
         proc.wait(15)
