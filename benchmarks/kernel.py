@@ -77,10 +77,11 @@ def latency(daemon: Daemon, viewers: int, lines: int = 1000) -> dict[str, float]
             ready.wait()
             while not stop.is_set():
                 try:
-                    data = json.loads(ws.recv(0.5))
+                    frame = ws.recv(0.5)
                 except TimeoutError:
                     continue
-                now = time.time()
+                now = time.time()  # before parsing: the lag is the daemon's, not ours
+                data = json.loads(frame)
                 if isinstance(data, list):
                     sent = [
                         datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()

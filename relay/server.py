@@ -54,7 +54,7 @@ def bind(host: str, port: int) -> socket.socket:
     """Listen before serving, so that a busy port is a one-line error and port 0 is resolved."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family)
+        sock = socket.create_server((host, port), family=family)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise NbrelayError(
@@ -62,6 +62,11 @@ def bind(host: str, port: int) -> socket.socket:
                 "(or --port 0 for any free port)"
             ) from None
         raise NbrelayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    # Connections inherit this. asyncio sets it only on sockets made with proto=IPPROTO_TCP,
+    # which create_server's are not; without it, Nagle's algorithm meets the viewer's delayed
+    # ACK and a live record can wait 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 class Server(uvicorn.Server):

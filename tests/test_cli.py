@@ -14,6 +14,8 @@ from pathlib import Path
 
 from support import FACTOR, Daemon, nbrelay, wait_for
 
+from nbrelay.server import bind
+
 
 def test_help_shows_every_flag_with_its_default_and_variable() -> None:
     """`nbrelay serve --help` documents each flag, its env variable and its default."""
@@ -41,6 +43,14 @@ def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
         "(or --port 0 for any free port)"
     )
     assert not (tmp_path / "nbrelay.json").exists()
+
+
+def test_connections_are_accepted_with_nagle_off() -> None:
+    """With Nagle on, a small live frame waits for the viewer's delayed ACK: up to 40 ms."""
+    with bind("127.0.0.1", 0) as server, socket.create_connection(server.getsockname()[:2]):
+        accepted, _ = server.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def test_runtime_file_is_private_and_removed_on_exit(tmp_path: Path) -> None:
