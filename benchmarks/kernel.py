@@ -14,6 +14,7 @@ arrives, against the time the kernel put in the message header. With 1 and with 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from common import Daemon, machine
 from support import Kernel
-from websockets.sync.client import connect
+from websockets.asyncio.client import connect
 
 CELLS = {
     "print x200000": "for i in range(200000): print(i)",
@@ -64,51 +65,57 @@ def overhead(daemon: Daemon, runs: int) -> dict[str, dict[str, float]]:
 
 
 def latency(daemon: Daemon, viewers: int, lines: int = 1000) -> dict[str, float]:
+    """The viewers are one asyncio loop in a thread of their own: each frame is stamped on
+    arrival, and parsed after the run, so that the figure is the daemon's, not this
+    process's (a thread per viewer would measure Python's GIL instead)."""
     kernel = Kernel(daemon.runtime_dir)
-    lags: list[float] = []
-    lock = threading.Lock()
+    arrivals: list[tuple[float, str]] = []
+    ready = threading.Event()
     stop = threading.Event()
-    ready = threading.Barrier(viewers + 1, timeout=60)
 
-    def watch() -> None:
-        head = daemon.head()
-        url = daemon.ws_url(f"ws/view?since={head}&token={daemon.token}")
-        with connect(url, proxy=None, max_size=None) as ws:
-            ready.wait()
-            while not stop.is_set():
-                try:
-                    frame = ws.recv(0.5)
-                except TimeoutError:
-                    continue
-                now = time.time()  # before parsing: the lag is the daemon's, not ours
-                data = json.loads(frame)
-                if isinstance(data, list):
-                    sent = [
-                        datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()
-                        for r in data
-                        if r["msg_type"] == "stream"
-                    ]
-                    with lock:
-                        lags.extend(now - t for t in sent)
+    async def watch(url: str, connected: asyncio.Queue[None]) -> None:
+        async with connect(url, proxy=None, max_size=None) as ws:
+            await connected.put(None)
+            async for frame in ws:
+                arrivals.append((time.time(), str(frame)))
 
+    async def watch_all() -> None:
+        url = daemon.ws_url(f"ws/view?since={daemon.head()}&token={daemon.token}")
+        connected: asyncio.Queue[None] = asyncio.Queue()
+        tasks = [asyncio.create_task(watch(url, connected)) for _ in range(viewers)]
+        for _ in range(viewers):
+            await connected.get()
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    loop = threading.Thread(target=asyncio.run, args=(watch_all(),))
     try:
         kernel.run_ok("%load_ext nbrelay")
-        threads = [threading.Thread(target=watch) for _ in range(viewers)]
-        for t in threads:
-            t.start()
-        ready.wait()
+        loop.start()
+        ready.wait(60)
         kernel.run_ok(
             f"import time\nfor i in range({lines}):\n    print(i, flush=True); time.sleep(0.002)"
         )
         deadline = time.monotonic() + 30
-        while len(lags) < lines * viewers and time.monotonic() < deadline:
+        while (
+            sum(f.count('"msg_type":"stream"') for _, f in arrivals) < lines * viewers
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
-        stop.set()
-        for t in threads:
-            t.join()
     finally:
+        stop.set()
+        loop.join()
         kernel.shutdown()
-    lags.sort()
+    lags = sorted(
+        now - datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()
+        for now, frame in arrivals
+        if isinstance(records := json.loads(frame), list)
+        for r in records
+        if r["msg_type"] == "stream"
+    )
     return {
         "viewers": viewers,
         "p50_ms": round(1000 * lags[len(lags) // 2], 2),
