@@ -6,9 +6,14 @@ Ingest, kernel hook -> daemon (``/ws/ingest``)::
 
     hook:   {"type": "hello", "kernel_id", "session", "notebook", "hostname", "pid", "started"}
     daemon: {"type": "welcome", "acked": N}
-    hook:   {"type": "batch", "messages": [{"n", "msg_id", "msg_type", "parent_msg_id",
-                                            "time", "content"}, ...]}
+    hook:   {"type": "batch"}                      (a batch frame: this line, then
+            {"n", "msg_id", "msg_type", "parent_msg_id", "time", "content"}  one message
+            ...                                     a line, in this key order)
     daemon: {"type": "ack", "acked": N}            (after the SQLite commit)
+
+A batch holds one JSON object per line (JSON text never holds a raw newline), so the daemon
+can parse each message to check it and still store the very text it received, spliced into
+the record, instead of encoding the content a second time: that is most of ingest's cost.
 
 ``session`` names one kernel process; ``n`` numbers that process's messages 1, 2, 3...
 ``acked`` is cumulative: every message of the session up to ``N`` is stored. The hook
@@ -26,7 +31,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 #: IOPub message types the hook captures: what the notebook UI renders, plus the cell
 #: boundaries (``execute_input``) and busy/idle (``status``).
@@ -159,8 +164,7 @@ class Hello:
         )
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(NamedTuple):  # a tuple: one is made per message, and ingest speed depends on it
     """One captured IOPub message, as the daemon receives it."""
 
     n: int
@@ -169,12 +173,18 @@ class Output:
     parent_msg_id: str | None
     time: str
     content: dict[str, Any]
+    #: The entry's text after its "n" field (``"msg_id":...}``) when the hook sent it in
+    #: :func:`encode_output`'s form, so it is stored as received; None means encode again.
+    tail: str | None = None
 
 
 def encode_output(
     n: int, msg_id: str, msg_type: str, parent_msg_id: str | None, time: str, content_json: str
 ) -> str:
-    """One batch entry. ``content_json`` goes in as ipykernel serialised it: no second encode."""
+    """One batch entry. ``content_json`` goes in as ipykernel serialised it: no second encode,
+    unless it holds a newline (whitespace from an indenting serialiser): entries are lines."""
+    if "\n" in content_json:
+        content_json = _dumps(json.loads(content_json))
     head = _dumps(
         {
             "n": n,
@@ -187,20 +197,30 @@ def encode_output(
     return f'{head[:-1]},"content":{content_json}}}'
 
 
+BATCH = '{"type":"batch"}'
+
+
 def encode_batch(entries: Iterable[str]) -> str:
     """A batch frame from entries made by :func:`encode_output`."""
-    return '{"type":"batch","messages":[' + ",".join(entries) + "]}"
+    return BATCH + "".join("\n" + entry for entry in entries)
 
 
 def decode_batch(data: str | bytes) -> list[Output]:
-    obj = _loads_object(data)
-    if obj.get("type") != "batch":
+    if isinstance(data, bytes):
+        try:
+            data = data.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"frame is not JSON: {exc}") from None
+    header, _, lines = data.partition("\n")
+    if header != BATCH and _loads_object(header).get("type") != "batch":
         raise ProtocolError("expected a batch frame")
-    messages = _field(obj, "messages", list, "batch")
+    if not lines:
+        raise ProtocolError("batch: no messages (one JSON object a line after the first)")
     outputs = []
     previous = 0
-    for raw in messages:
-        output = _fast_output(raw, previous)
+    for line in lines.split("\n"):
+        raw = _loads_object(line)
+        output = _fast_output(raw, previous, line)
         if output is None:  # something is wrong with it: find what, to say so
             output = _checked_output(raw, previous)
         previous = output.n
@@ -208,12 +228,12 @@ def decode_batch(data: str | bytes) -> list[Output]:
     return outputs
 
 
-def _fast_output(raw: Any, previous: int) -> Output | None:
+def _fast_output(raw: dict[str, Any], previous: int, line: str) -> Output | None:
     """The common case, checked in one expression: ingest speed depends on it."""
     try:
         n, msg_id, msg_type = raw["n"], raw["msg_id"], raw["msg_type"]
         parent, time, content = raw["parent_msg_id"], raw["time"], raw["content"]
-    except (KeyError, TypeError):
+    except KeyError:
         return None
     if (
         type(n) is int
@@ -226,14 +246,17 @@ def _fast_output(raw: Any, previous: int) -> Output | None:
         and time
         and type(content) is dict
     ):
-        return Output(n, msg_id, msg_type, parent, time, content)
+        # Stored as received only in encode_output's form and with no other key: a stray
+        # "seq" or "kernel_id" in the text would contradict the record's own.
+        head = f'{{"n":{n},'
+        canonical = len(raw) == 6 and line.startswith('"msg_id":', len(head))
+        tail = line[len(head) :] if canonical and line.startswith(head) else None
+        return Output(n, msg_id, msg_type, parent, time, content, tail)
     return None
 
 
-def _checked_output(raw: Any, previous: int) -> Output:
+def _checked_output(raw: dict[str, Any], previous: int) -> Output:
     """The slow path: field by field, raising ProtocolError with what is wrong."""
-    if not isinstance(raw, dict):
-        raise ProtocolError("batch: a message is not a JSON object")
     msg_type = _text(raw, "msg_type", "message")
     if msg_type not in CAPTURED_TYPES:
         raise ProtocolError(f"message: unknown msg_type {msg_type[:40]!r}")
@@ -459,6 +482,7 @@ def plan_batch(
     ``max_output_bytes`` is stored cut (:func:`fit_content`).
     """
     records = []
+    kernel = _dumps(hello.kernel_id)
     for out in outputs:
         if out.n <= acked:
             continue
@@ -475,7 +499,10 @@ def plan_batch(
             )
             records.append(NewRecord(hello.kernel_id, GAP, body))
         head = (hello.kernel_id, out.msg_id, out.msg_type, out.parent_msg_id, out.time)
-        body = record_body(*head, out.content)
+        if out.tail is None:
+            body = record_body(*head, out.content)
+        else:
+            body = f'{{"kernel_id":{kernel},{out.tail}'
         if len(body) > max_output_bytes // 4 and _size(out.content) > max_output_bytes:
             body = record_body(*head, fit_content(out.content, max_output_bytes))
         records.append(NewRecord(hello.kernel_id, out.msg_type, body))

@@ -62,20 +62,13 @@ FRAMES = st.one_of(
     st.binary(max_size=500),
     st.text(max_size=500),
     JSON.map(json.dumps),
-    st.fixed_dictionaries(
-        {
-            "type": st.just("batch"),
-            "messages": st.lists(
-                st.dictionaries(
-                    st.sampled_from(
-                        ["n", "msg_id", "msg_type", "parent_msg_id", "time", "content"]
-                    ),
-                    JSON,
-                ),
-                max_size=3,
-            ),
-        }
-    ).map(json.dumps),
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["n", "msg_id", "msg_type", "parent_msg_id", "time", "content"]),
+            JSON,
+        ),
+        max_size=3,
+    ).map(lambda messages: "\n".join([protocol.BATCH, *map(json.dumps, messages)])),
 )
 
 

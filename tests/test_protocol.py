@@ -16,9 +16,11 @@ HELLO = Hello("k1", "s1", "nb.ipynb", "host", 42, "2026-01-01T00:00:00Z")
 
 
 def output(n: int, msg_type: str = "stream") -> Output:
-    return Output(
-        n, f"m{n}", msg_type, "p1", "2026-01-01T00:00:00Z", {"name": "stdout", "text": f"{n}\n"}
-    )
+    """What the daemon decodes from the hook's entry for message ``n``."""
+    content = json.dumps({"name": "stdout", "text": f"{n}\n"})
+    entry = protocol.encode_output(n, f"m{n}", msg_type, "p1", "2026-01-01T00:00:00Z", content)
+    (out,) = protocol.decode_batch(protocol.encode_batch([entry]))
+    return out
 
 
 def test_hello_round_trip() -> None:
@@ -31,7 +33,45 @@ def test_batch_round_trip_keeps_content_verbatim() -> None:
     content = '{"name":"stdout","text":"caf\\u00e9 \\ud83d\\ude00 \\"q\\"\\n"}'
     entry = protocol.encode_output(1, "m1", "stream", None, "t", content)
     (out,) = protocol.decode_batch(protocol.encode_batch([entry]))
-    assert out == Output(1, "m1", "stream", None, "t", json.loads(content))
+    assert out[:6] == (1, "m1", "stream", None, "t", json.loads(content))
+    ((_, body),) = [(r.msg_type, r.body) for r in protocol.plan_batch(HELLO, 0, [out], LIMIT)[0]]
+    assert body == '{"kernel_id":"k1",' + entry[len('{"n":1,') :]  # the text as received
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '{"msg_id":"m","n":1,"msg_type":"stream","parent_msg_id":null,"time":"t","content":{}}',
+        '{"n":1, "msg_id":"m","msg_type":"stream","parent_msg_id":null,"time":"t","content":{}}',
+        '{"n":1,"msg_id":"m","msg_type":"stream","parent_msg_id":null,"time":"t","content":{},'
+        '"seq":1}',
+        '{"n":1,"msg_id":"m","msg_type":"stream","parent_msg_id":null,"time":"t","content":{},'
+        '"kernel_id":"forged"}',
+    ],
+)
+def test_entries_in_another_form_are_stored_encoded_anew(entry: str) -> None:
+    """Only encode_output's exact form is stored as received: other key orders, spacing, or
+    keys the record has itself (a forged seq or kernel_id) are encoded again from the values."""
+    records, _ = protocol.plan_batch(
+        HELLO, 0, protocol.decode_batch(f"{protocol.BATCH}\n{entry}"), LIMIT
+    )
+    assert json.loads(records[0].body) == {
+        "kernel_id": "k1",
+        "msg_id": "m",
+        "msg_type": "stream",
+        "parent_msg_id": None,
+        "time": "t",
+        "content": {},
+    }
+
+
+def test_content_with_newlines_still_makes_one_line() -> None:
+    """A serialiser that indents puts newlines between tokens; entries must stay one line."""
+    content = json.dumps({"name": "stdout", "text": "a\nb"}, indent=1)
+    (out,) = protocol.decode_batch(
+        protocol.encode_batch([protocol.encode_output(1, "m", "stream", None, "t", content)])
+    )
+    assert out.content == {"name": "stdout", "text": "a\nb"}
 
 
 @pytest.mark.parametrize(
@@ -40,9 +80,11 @@ def test_batch_round_trip_keeps_content_verbatim() -> None:
         (b"\xff\xfe", "not JSON"),
         ("[]", "not a JSON object"),
         ('{"type": "hello"}', "missing field"),
-        ('{"type": "batch", "messages": [1]}', "not a JSON object"),
-        ('{"type": "batch", "messages": "x"}', "wrong type"),
-        ('{"type": "batch", "messages": [{"msg_type": "comm_msg"}]}', "unknown msg_type"),
+        ('{"type": "batch"}', "no messages"),
+        ('{"type": "batch"}\n[1]', "not a JSON object"),
+        ('{"type": "batch"}\n{"n": 1,\n"msg_id": "m"}', "not JSON"),
+        ('{"type": "batch"}\n{"msg_type": "stream", "n": "1"}', "wrong type"),
+        ('{"type": "batch"}\n{"msg_type": "comm_msg"}', "unknown msg_type"),
     ],
 )
 def test_malformed_frames_are_refused_with_a_reason(frame: str | bytes, problem: str) -> None:
@@ -66,7 +108,7 @@ def test_bad_message_numbers_are_refused(n: object) -> None:
         "content": {},
     }
     with pytest.raises(ProtocolError):
-        protocol.decode_batch(json.dumps({"type": "batch", "messages": [message]}))
+        protocol.decode_batch(f"{protocol.BATCH}\n{json.dumps(message)}")
 
 
 def test_numbers_must_increase_within_a_batch() -> None:

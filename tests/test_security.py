@@ -267,8 +267,9 @@ MALFORMED = [
     ("not json", "{nope", 1007),
     ("invalid UTF-8", b"\xff\xfe\xfd", 1007),
     ("not an object", "[1, 2]", 1007),
-    ("missing field", '{"type": "batch"}', 1007),
-    ("wrong type", '{"type": "batch", "messages": {"n": 1}}', 1007),
+    ("no messages", '{"type": "batch"}', 1007),
+    ("wrong type", '{"type": "batch"}\n{"n": "1"}', 1007),
+    ("a message over two lines", '{"type": "batch"}\n{"n": 1,\n"msg_id": "m"}', 1007),
     (
         "unknown msg_type",
         protocol.encode_batch([protocol.encode_output(1, "m", "comm_msg", None, "t", "{}")]),
