@@ -31,6 +31,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
 #: IOPub message types the hook captures: what the notebook UI renders, plus the cell
@@ -87,17 +88,21 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: browsers could not parse them
 
 
+# One decoder for all: json.loads() with an argument builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def _loads_object(data: str | bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(data, parse_constant=_no_constants)
+        text = data if isinstance(data, str) else data.decode()
+        obj = _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame is not a JSON object")
-    escapes = ("\\ud", "\\uD") if isinstance(data, str) else (b"\\ud", b"\\uD")
-    if any(e in data for e in escapes):  # type: ignore[operator]
+    if "\\ud" in text or "\\uD" in text:
         _check_unicode(obj)  # escaped surrogates: the only way JSON smuggles in bad text
     return obj
 
@@ -185,16 +190,12 @@ def encode_output(
     unless it holds a newline (whitespace from an indenting serialiser): entries are lines."""
     if "\n" in content_json:
         content_json = _dumps(json.loads(content_json))
-    head = _dumps(
-        {
-            "n": n,
-            "msg_id": msg_id,
-            "msg_type": msg_type,
-            "parent_msg_id": parent_msg_id,
-            "time": time,
-        }
+    quote = encode_basestring  # a string's JSON, in C: a dict's _dumps costs far more
+    parent = "null" if parent_msg_id is None else quote(parent_msg_id)
+    return (
+        f'{{"n":{n},"msg_id":{quote(msg_id)},"msg_type":{quote(msg_type)},'
+        f'"parent_msg_id":{parent},"time":{quote(time)},"content":{content_json}}}'
     )
-    return f'{head[:-1]},"content":{content_json}}}'
 
 
 BATCH = '{"type":"batch"}'
