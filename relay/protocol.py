@@ -92,18 +92,34 @@ def _no_constants(name: str) -> None:
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
-def _loads_object(data: str | bytes) -> dict[str, Any]:
+def _text_of(data: str | bytes) -> str:
     try:
-        text = data if isinstance(data, str) else data.decode()
+        return data if isinstance(data, str) else data.decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+
+
+def _has_escaped_surrogates(text: str) -> bool:
+    return "\\ud" in text or "\\uD" in text  # the only way JSON smuggles in bad text
+
+
+def _parse_object(text: str) -> dict[str, Any]:
+    try:
         obj = _DECODER.decode(text)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except ValueError as exc:
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame is not a JSON object")
-    if "\\ud" in text or "\\uD" in text:
-        _check_unicode(obj)  # escaped surrogates: the only way JSON smuggles in bad text
+    return obj
+
+
+def _loads_object(data: str | bytes) -> dict[str, Any]:
+    text = _text_of(data)
+    obj = _parse_object(text)
+    if _has_escaped_surrogates(text):
+        _check_unicode(obj)
     return obj
 
 
@@ -203,24 +219,22 @@ BATCH = '{"type":"batch"}'
 
 def encode_batch(entries: Iterable[str]) -> str:
     """A batch frame from entries made by :func:`encode_output`."""
-    return BATCH + "".join("\n" + entry for entry in entries)
+    return "\n".join([BATCH, *entries])
 
 
 def decode_batch(data: str | bytes) -> list[Output]:
-    if isinstance(data, bytes):
-        try:
-            data = data.decode()
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"frame is not JSON: {exc}") from None
-    header, _, lines = data.partition("\n")
+    header, _, lines = _text_of(data).partition("\n")
     if header != BATCH and _loads_object(header).get("type") != "batch":
         raise ProtocolError("expected a batch frame")
     if not lines:
         raise ProtocolError("batch: no messages (one JSON object a line after the first)")
     outputs = []
     previous = 0
+    check_unicode = _has_escaped_surrogates(lines)  # once a frame: it is a scan of it all
     for line in lines.split("\n"):
-        raw = _loads_object(line)
+        raw = _parse_object(line)
+        if check_unicode:
+            _check_unicode(raw)
         output = _fast_output(raw, previous, line)
         if output is None:  # something is wrong with it: find what, to say so
             output = _checked_output(raw, previous)
