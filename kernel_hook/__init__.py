@@ -8,10 +8,12 @@ per process: the session id and the message numbering survive ``%unload_ext`` an
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
 import sys
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -116,11 +118,42 @@ def load_ipython_extension(ipython: Any) -> None:
     _process.sender.start()
     _process.tap = IOPubTap(iopub, _process.outbox.put)
     _process.tap.attach()
+    ipython.register_magic_function(_magic, "line", "nbrelay")
     try:
         where = locate_daemon().url
     except NbrelayError:
         where = "the nbrelay daemon once it runs (start it with `nbrelay`)"
     print(f"nbrelay: relaying kernel {_process.hello.kernel_id} to {where}")
+
+
+def status() -> str:
+    """What ``%nbrelay`` prints: the link to the daemon, the buffer, this kernel's viewer URL."""
+    if _process is None or _process.sender is None:
+        return "nbrelay is not loaded in this kernel: %load_ext nbrelay"
+    sender, stats = _process.sender, _process.outbox.stats()
+    kernel_id = _process.hello.kernel_id
+    if sender.connected and sender.endpoint is not None:
+        link = f"connected to {sender.endpoint.url}"
+    else:
+        link = f"not connected: {sender.problem or 'connecting'}"
+    lines = [
+        f"nbrelay: kernel {kernel_id}, {link}",
+        f"    messages: {stats['captured']} captured, {stats['acked']} stored, "
+        f"{stats['pending']} queued ({stats['pending_bytes'] / 2**20:.1f} of "
+        f"{_process.outbox.limit_bytes / 2**20:.0f} MiB), {stats['dropped']} dropped",
+    ]
+    endpoint = sender.endpoint
+    if endpoint is None:
+        with contextlib.suppress(NbrelayError):
+            endpoint = locate_daemon()
+    if endpoint is not None:
+        url = f"{endpoint.url}?kernel={urllib.parse.quote(kernel_id)}"
+        lines.append(f"    viewer: {url}#token={endpoint.token}" if endpoint.token else url)
+    return "\n".join(lines)
+
+
+def _magic(line: str) -> None:
+    print(status())
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -75,6 +75,11 @@ class Sender:
         self.endpoint: Endpoint | None = None
         self.connected = False
 
+    @property
+    def problem(self) -> str | None:
+        """Why the daemon cannot be reached right now, or None."""
+        return self._problem
+
     def start(self) -> None:
         self._thread.start()
 

@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from . import __version__
+from . import __version__, commands
 from .errors import NbrelayError
 from .settings import Settings, default_db, parse_duration, parse_size
 
-COMMANDS = ("serve",)
+COMMANDS = ("serve", "status", "stop", "ls", "tail", "export", "recover", "enable", "disable")
 T = TypeVar("T")
 
 
@@ -160,6 +160,44 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (env NBRELAY_LOG_LEVEL)",
     )
+    add(
+        "--detach",
+        action="store_true",
+        help="run in the background, logging to a file beside the database; return once it serves",
+    )
+
+    status = commands.add_parser("status", help="whether a daemon runs, and where")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    commands.add_parser("stop", help="stop the daemon this user runs, cleanly")
+    commands.add_parser("ls", help="the kernels the daemon knows")
+    kernel_help = "a kernel id, a unique prefix of one, or a notebook name"
+    tail = commands.add_parser("tail", help="print a kernel's output in this terminal")
+    tail.add_argument("kernel", nargs="?", help=kernel_help + " (default: the latest active)")
+    tail.add_argument("--since", type=int, default=None, help="start after this seq")
+    tail.add_argument(
+        "-n", "--lines", type=int, default=20, help="without --since: start this many records back"
+    )
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    export = commands.add_parser(
+        "export", help="write a kernel's output to a file: .txt, .jsonl or .ipynb"
+    )
+    export.add_argument("kernel", help=kernel_help)
+    export.add_argument(
+        "-o", "--output", type=Path, required=True, help="FILE.txt, .jsonl or .ipynb"
+    )
+    recover = commands.add_parser(
+        "recover", help="put a kernel's recorded outputs back into your notebook"
+    )
+    recover.add_argument("notebook", type=Path, help="the .ipynb whose outputs were lost")
+    recover.add_argument("--kernel", help=kernel_help + " (default: the one that ran NOTEBOOK)")
+    recover.add_argument(
+        "-o", "--output", type=Path, help="where to write (default: NAME.recovered.ipynb)"
+    )
+    recover.add_argument(
+        "--in-place", action="store_true", help="overwrite NOTEBOOK, keeping NOTEBOOK.bak"
+    )
+    commands.add_parser("enable", help="load nbrelay in every IPython kernel of this user")
+    commands.add_parser("disable", help="undo `nbrelay enable`")
     return parser
 
 
@@ -193,8 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve" and args.detach:
+            return commands.detach([a for a in argv if a != "--detach"])
         if args.command == "serve":
             _serve(args)
+        else:
+            return int(getattr(commands, args.command)(args))
     except NbrelayError as exc:
         print(f"nbrelay: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,294 @@
+"""The CLI's commands other than ``serve``: each takes the parsed arguments, prints, and
+returns the exit code. Errors are NbrelayError, which the CLI prints as one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from .client import Client
+from .errors import NbrelayError
+from .runtime import read_runtime_file, runtime_file
+from .settings import default_db
+from .transcript import plain_lines, render
+
+START_TIMEOUT = 30.0  # seconds for a detached daemon to serve
+STOP_TIMEOUT = 15.0  # seconds for a daemon to stop after SIGTERM
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running nbrelay daemon (not a process that reused its number)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or b"nbrelay" in cmdline.read_bytes()
+
+
+# -- daemon life cycle --------------------------------------------------------------------
+
+
+def detach(serve_argv: list[str]) -> int:
+    """``serve --detach``: start the daemon in its own session, wait until it serves."""
+    db = Path(os.environ.get("NBRELAY_DB") or default_db())
+    for i, arg in enumerate(serve_argv):  # the log goes beside the database it serves
+        if arg == "--db" and i + 1 < len(serve_argv):
+            db = Path(serve_argv[i + 1])
+        elif arg.startswith("--db="):
+            db = Path(arg.split("=", 1)[1])
+    db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = db.with_name(db.name + ".log")
+    with open(os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600), "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "nbrelay", *serve_argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # a closed terminal or Ctrl-C there does not stop it
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise NbrelayError(
+                "the daemon did not start:\n    " + "\n    ".join(tail) + f"\n(log: {log_path})"
+            )
+        try:
+            info = read_runtime_file()
+        except NbrelayError:
+            info = {}
+        if info.get("pid") == child.pid:
+            token = info.get("token")
+            viewer = f"{info['url']}#token={token}" if token else info["url"]
+            print(f"nbrelay is running in the background (pid {child.pid}, log {log_path})")
+            print(f"    Viewer: {viewer}")
+            return 0
+        time.sleep(0.05)
+    child.terminate()
+    raise NbrelayError(f"the daemon did not start within {START_TIMEOUT:.0f} s (log: {log_path})")
+
+
+def status(args: argparse.Namespace) -> int:
+    """Where the daemon runs and how it is; exit 1 if none answers."""
+    client = Client()
+    health = client.get("api/health")
+    kernels = client.kernels()
+    try:
+        info = read_runtime_file()
+    except NbrelayError:
+        info = {}  # reached through NBRELAY_URL
+    report: dict[str, Any] = {
+        "url": client.endpoint.url,
+        "port": info.get("port"),
+        "token": client.endpoint.token,
+        "pid": info.get("pid"),
+        "db": info.get("db"),
+        "version": info.get("version"),
+        "storage": health["storage"],
+        "last_seq": health["last_seq"],
+        "db_bytes": health["db_bytes"],
+        "kernels": len(kernels),
+        "connected": sum(1 for k in kernels if k.get("connected")),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    pid = f" (pid {report['pid']})" if report["pid"] else ""
+    print(f"nbrelay is running at {report['url']}{pid}")
+    if report["db"]:
+        print(f"    database: {report['db']}, {report['db_bytes'] / 1e6:.1f} MB")
+    print(f"    storage: {report['storage']}, {report['last_seq']} records")
+    print(f"    kernels: {report['kernels']} known, {report['connected']} connected now")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """SIGTERM to the daemon named in the runtime file; wait until it is gone."""
+    info = read_runtime_file()
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        runtime_file().unlink(missing_ok=True)
+        print("nbrelay was not running (removed its stale runtime file)")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise NbrelayError(f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
+        time.sleep(0.05)
+    print(f"nbrelay stopped (pid {pid})")
+    return 0
+
+
+# -- reading output -----------------------------------------------------------------------
+
+
+def ls(args: argparse.Namespace) -> int:
+    kernels = Client().kernels()
+    if not kernels:
+        print("no kernels yet: run %load_ext nbrelay in a notebook")
+        return 0
+    rows = [
+        (
+            k["kernel_id"][:12],
+            k.get("notebook") or "-",
+            "connected" if k.get("connected") else "gone",
+            k.get("execution_state") or "-",
+            (k.get("last_time") or "-")[:19].replace("T", " "),
+            str((k.get("last_seq") or 0) - (k.get("first_seq") or 1) + 1),
+        )
+        for k in kernels
+    ]
+    header = ("KERNEL", "NOTEBOOK", "LINK", "STATE", "LAST ACTIVITY (UTC)", "RECORDS")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def tail(args: argparse.Namespace) -> int:
+    client = Client()
+    kernel = client.kernel(args.kernel)
+    kernel_id = kernel["kernel_id"]
+    since = args.since
+    if since is None:  # the last N records, found by reading backwards
+        page = client.get(
+            "api/messages", kernel_id=kernel_id, before=2**63 - 1, limit=max(1, args.lines)
+        )
+        since = page["messages"][0]["seq"] - 1 if page["messages"] else page["last_seq"]
+    records = client.follow(kernel_id, since) if args.follow else client.history(kernel_id, since)
+    out = sys.stdout
+    try:
+        if args.follow or out.isatty():
+            _write_live(records, out)
+        else:
+            out.writelines(plain_lines(records))
+    except KeyboardInterrupt:
+        out.write("\n")
+    return 0
+
+
+def _write_live(records: Any, out: TextIO) -> None:
+    for record in records:
+        out.write(render(record))
+        out.flush()
+
+
+def export(args: argparse.Namespace) -> int:
+    client = Client()
+    kernel = client.kernel(args.kernel)
+    records = client.history(kernel["kernel_id"])
+    path: Path = args.output
+    suffix = path.suffix.lower()
+    if suffix == ".ipynb":
+        from .notebook import export_notebook, write  # nbformat: only when asked for
+
+        notebook = export_notebook((r for r in records if "seq" in r), kernel)
+        write(notebook, path)
+        print(f"wrote {len(notebook.cells)} cells to {path}")
+    elif suffix == ".jsonl":
+        with path.open("w") as f:
+            count = sum(f.write(json.dumps(r) + "\n") > 0 for r in records if "seq" in r)
+        print(f"wrote {count} records to {path}")
+    elif suffix == ".txt":
+        with path.open("w") as f:
+            f.writelines(plain_lines(records))
+        print(f"wrote {path}")
+    else:
+        raise NbrelayError(f"cannot export to {path.name}: name a .txt, .jsonl or .ipynb file")
+    return 0
+
+
+def recover(args: argparse.Namespace) -> int:
+    from .notebook import read, recover, write
+
+    path: Path = args.notebook
+    if args.in_place and args.output:
+        raise NbrelayError("pass either --in-place or -o, not both")
+    try:
+        notebook = read(path)
+    except FileNotFoundError:
+        raise NbrelayError(f"{path} does not exist") from None
+    except Exception as exc:  # nbformat raises several kinds for a file it cannot read
+        raise NbrelayError(f"cannot read {path} as a notebook: {exc}") from None
+    client = Client()
+    if args.kernel:
+        kernel = client.kernel(args.kernel)
+    else:
+        ran = [k for k in client.kernels() if (k.get("notebook") or "").endswith(path.name)]
+        if not ran:
+            raise NbrelayError(
+                f"no kernel ran a notebook named {path.name}: say which with --kernel "
+                "(`nbrelay ls` lists them)"
+            )
+        kernel = ran[0]  # the most recently active
+    records = (r for r in client.history(kernel["kernel_id"]) if "seq" in r)
+    result = recover(notebook, records)
+    target = path if args.in_place else args.output or path.with_suffix(".recovered.ipynb")
+    if args.in_place:
+        backup = path.with_name(path.name + ".bak")
+        shutil.copy2(path, backup)
+        print(f"kept the original as {backup}")
+    write(result.notebook, target)
+    print(
+        f"filled {result.filled} cells from kernel {kernel['kernel_id'][:12]} into {target}"
+        + (f"; {result.unmatched} executions matched no cell" if result.unmatched else "")
+    )
+    return 0
+
+
+# -- loading the extension in every kernel ------------------------------------------------
+
+BEGIN = "# >>> nbrelay >>> (added by `nbrelay enable`; `nbrelay disable` removes it)"
+END = "# <<< nbrelay <<<"
+BLOCK = f'{BEGIN}\nc.InteractiveShellApp.extensions.append("nbrelay")\n{END}\n'
+
+
+def _kernel_config() -> Path:
+    from IPython.paths import get_ipython_dir
+
+    return Path(get_ipython_dir()) / "profile_default" / "ipython_kernel_config.py"
+
+
+def _without_block(text: str) -> str:
+    start = text.find(BEGIN)
+    if start < 0:
+        return text
+    end = text.find(END, start)
+    end = len(text) if end < 0 else end + len(END)
+    return (text[:start] + text[end:].lstrip("\n")).rstrip("\n") + "\n"
+
+
+def enable(args: argparse.Namespace) -> int:
+    path = _kernel_config()
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text:
+        print(f"nbrelay is already enabled in {path}")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = text.rstrip("\n") + "\n\n" if text.strip() else "c = get_config()  # noqa\n\n"
+    path.write_text(prefix + BLOCK)
+    print(f"enabled: every new IPython kernel loads nbrelay ({path})")
+    return 0
+
+
+def disable(args: argparse.Namespace) -> int:
+    path = _kernel_config()
+    text = path.read_text() if path.exists() else ""
+    if BEGIN not in text:
+        print(f"nbrelay was not enabled in {path}")
+        return 0
+    path.write_text(_without_block(text))
+    print(f"disabled: new kernels no longer load nbrelay ({path})")
+    return 0
