@@ -18,6 +18,7 @@ FULL = [
     ["replay.py", "--records", "1000000"],
     ["viewer.py", "--records", "1000000", "--runs", "5"],
     ["load.py", "--seconds", "60"],
+    ["hook_memory.py", "--lines", "1000000"],
 ]
 QUICK = [
     ["ingest.py", "--messages", "2000"],
@@ -25,6 +26,7 @@ QUICK = [
     ["replay.py", "--records", "5000"],
     ["viewer.py", "--records", "5000", "--runs", "1"],
     ["load.py", "--seconds", "3"],
+    ["hook_memory.py", "--lines", "20000"],
 ]
 
 
