@@ -28,10 +28,8 @@ def _alive(pid: int) -> bool:
     """Whether ``pid`` is a running nbrelay daemon (not a process that reused its number)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or another user's process now
         return False
-    except PermissionError:
-        return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     return not cmdline.exists() or b"nbrelay" in cmdline.read_bytes()
 
