@@ -224,7 +224,7 @@ def recover(args: argparse.Namespace) -> int:
     if args.kernel:
         kernel = client.kernel(args.kernel)
     else:
-        ran = [k for k in client.kernels() if (k.get("notebook") or "").endswith(path.name)]
+        ran = [k for k in client.kernels() if Path(k.get("notebook") or "").name == path.name]
         if not ran:
             raise NbrelayError(
                 f"no kernel ran a notebook named {path.name}: say which with --kernel "
