@@ -271,3 +271,13 @@ def test_enable_loads_nbrelay_in_new_kernels_and_disable_undoes_it(tmp_path: Pat
             plain.shutdown()
     finally:
         daemon.stop()
+
+
+def test_recover_needs_the_notebooks_exact_name(ran: tuple[Daemon, Kernel], tmp_path: Path) -> None:
+    """The kernel ran work/analysis.ipynb; a notebook called lysis.ipynb is not that one."""
+    daemon, _ = ran
+    path = tmp_path / "lysis.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(CELLS["result"])]), path)
+    result = cli(daemon, "recover", str(path))
+    assert result.returncode == 1
+    assert "no kernel ran a notebook named lysis.ipynb" in result.stderr
