@@ -1,0 +1,116 @@
+"""JupyterLab and JupyterHub: the viewer through a real Jupyter server and jupyter-server-proxy,
+under the Jupyter server's own URL and login, with no tunnel and no nbrelay token in sight."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import FACTOR, Kernel, wait_for
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+JUPYTER_TOKEN = "jupyter-token-" + "0" * 16
+
+
+class JupyterServer:
+    def __init__(self, workdir: Path) -> None:
+        self.runtime_dir = workdir / "runtime"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NBRELAY_", "JUPYTER"))}
+        env.update(
+            JUPYTER_RUNTIME_DIR=str(self.runtime_dir), NBRELAY_DB=str(workdir / "db.sqlite3")
+        )
+        self.log = (workdir / "jupyter.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--allow-root", "--ServerApp.ip=127.0.0.1"]
+            + ["--ServerApp.port=0", "--ServerApp.open_browser=False"]
+            + [f"--ServerApp.token={JUPYTER_TOKEN}", f"--ServerApp.root_dir={workdir}"],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        info = wait_for(self._info, 60, "the Jupyter server to start")
+        self.url = f"http://127.0.0.1:{info['port']}/"
+
+    def _info(self) -> dict[str, int] | None:
+        found = list(self.runtime_dir.glob(f"jpserver-{self.proc.pid}.json"))
+        return json.loads(found[0].read_text()) if found else None
+
+    def get(self, path: str, token: bool = True) -> httpx.Response:
+        """A GET as a new visitor (no cookie jar), with Jupyter's token or without it."""
+        headers = {"Authorization": f"token {JUPYTER_TOKEN}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=30 * FACTOR)
+
+    def stop(self) -> None:
+        daemon = self.runtime_dir / "nbrelay.json"
+        pid = json.loads(daemon.read_text())["pid"] if daemon.exists() else None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        self.log.close()
+        if pid is not None:  # the proxy's child, if the server left it behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def jupyter(tmp_path: Path) -> Iterator[JupyterServer]:
+    server = JupyterServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_viewer_opens_from_the_launcher_behind_jupyters_login(jupyter: JupyterServer) -> None:
+    info = jupyter.get("server-proxy/servers-info").json()
+    (entry,) = [s for s in info["server_processes"] if s["name"] == "nbrelay"]
+    assert entry["launcher_entry"]["enabled"] and entry["launcher_entry"]["path_info"] == "nbrelay/"
+    assert jupyter.get("server-proxy/icon/nbrelay").status_code == 200
+
+    page = jupyter.get("nbrelay/")  # the first visit starts the daemon
+    assert page.status_code == 200 and "<title>nbrelay" in page.text
+    assert jupyter.get("nbrelay/api/kernels", token=False).status_code in (302, 403)
+
+
+def test_output_reaches_the_viewer_through_the_jupyter_server(jupyter: JupyterServer) -> None:
+    """A kernel finds the daemon the proxy started; the API and the live view work through
+    the Jupyter server with only Jupyter's token, and not at all without it."""
+    assert jupyter.get("nbrelay/").status_code == 200
+    kernel = Kernel(jupyter.runtime_dir)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        kernel.run_ok('print("through the proxy")')
+        page = wait_for(
+            lambda: [
+                r
+                for r in jupyter.get(f"nbrelay/api/messages?kernel_id={kernel.kernel_id}").json()[
+                    "messages"
+                ]
+                if r["msg_type"] == "stream"
+            ],
+            30,
+            "the output to be stored",
+        )
+        assert page[-1]["content"]["text"] == "through the proxy\n"
+        ws_url = (
+            jupyter.url.replace("http://", "ws://")
+            + f"nbrelay/ws/view?since=0&kernel_id={kernel.kernel_id}"
+        )
+        auth = {"Authorization": f"token {JUPYTER_TOKEN}"}
+        origin = jupyter.url.rstrip("/")
+        with connect(ws_url, additional_headers={**auth, "Origin": origin}, proxy=None) as ws:
+            records = json.loads(ws.recv(10))
+        assert page[-1] in records
+        with pytest.raises(InvalidStatus) as refused:  # no Jupyter login: no view
+            connect(ws_url, additional_headers={"Origin": origin}, proxy=None)
+        assert refused.value.response.status_code in (302, 403)
+    finally:
+        kernel.shutdown()
