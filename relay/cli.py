@@ -14,7 +14,18 @@ from . import __version__, commands
 from .errors import NbrelayError
 from .settings import Settings, default_db, parse_duration, parse_size
 
-COMMANDS = ("serve", "status", "stop", "ls", "tail", "export", "recover", "enable", "disable")
+COMMANDS = (
+    "serve",
+    "status",
+    "stop",
+    "ls",
+    "tail",
+    "export",
+    "recover",
+    "enable",
+    "disable",
+    "ssh",
+)
 T = TypeVar("T")
 
 
@@ -198,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("enable", help="load nbrelay in every IPython kernel of this user")
     commands.add_parser("disable", help="undo `nbrelay enable`")
+    ssh = commands.add_parser(
+        "ssh",
+        help="open the viewer of HOST's daemon here, over SSH (starting it there if needed)",
+    )
+    ssh.add_argument("host", help="the SSH destination, as for ssh (user@host, or a config alias)")
+    ssh.add_argument("--port", type=int, help="the local port to forward (default: a free one)")
+    ssh.add_argument(
+        "--remote-command",
+        default=os.environ.get("NBRELAY_REMOTE_COMMAND", "nbrelay"),
+        help="how to run nbrelay on HOST, e.g. ~/venv/bin/nbrelay "
+        "(env NBRELAY_REMOTE_COMMAND) (default: nbrelay)",
+    )
+    ssh.add_argument(
+        "--ssh-command",
+        help="the ssh command, e.g. 'ssh -F config' (env NBRELAY_SSH_COMMAND) (default: ssh)",
+    )
+    ssh.add_argument("--no-browser", action="store_true", help="only print the viewer URL")
     return parser
 
 

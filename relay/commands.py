@@ -290,3 +290,26 @@ def disable(args: argparse.Namespace) -> int:
     path.write_text(_without_block(text))
     print(f"disabled: new kernels no longer load nbrelay ({path})")
     return 0
+
+
+# -- a daemon on another machine ------------------------------------------------------------
+
+
+def ssh(args: argparse.Namespace) -> int:
+    from .remote import forward, remote_from
+
+    remote = remote_from(args.host, args.ssh_command, args.remote_command)
+    info = remote.daemon()
+    port, pid, reused = forward(remote, info, args.port)
+    token = info.get("token")
+    url = f"http://127.0.0.1:{port}/"
+    viewer = f"{url}#token={token}" if token else url
+    how = "reusing the SSH forward" if reused else "forwarded over SSH"
+    print(f"nbrelay on {args.host} ({info['url']}), {how}: local port {port} (ssh pid {pid})")
+    print(f"    Viewer: {viewer}")
+    print(f"    On {args.host}, in a notebook: %load_ext nbrelay")
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(viewer)
+    return 0

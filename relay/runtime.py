@@ -54,17 +54,12 @@ def _foreign(st: os.stat_result, mask: int = 0o077) -> str | None:
     return None
 
 
-def write_runtime_file(info: dict[str, Any]) -> Path:
-    """Write the runtime file (it holds the token) where only this user can read or replace it.
-
-    Like jupyter_core's ``secure_write`` (which does the writing): mode 0600, checked after
-    writing, whatever the umask; and the folder must be private too, or another user could
-    swap the file for one that points kernels at a daemon of theirs.
-    """
-    path = runtime_file()
-    folder = path.parent
+def private_runtime_dir() -> Path:
+    """Jupyter's runtime folder, made if missing; NbrelayError if others could write to it
+    (they could swap our files for ones that point clients at a daemon of theirs)."""
+    folder = Path(jupyter_runtime_dir())
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    problem = _foreign(folder.stat(), mask=0o022)  # others could replace the file: refuse
+    problem = _foreign(folder.stat(), mask=0o022)
     if problem:
         raise NbrelayError(
             f"the runtime folder {folder} is {problem}: make it private "
@@ -72,6 +67,16 @@ def write_runtime_file(info: dict[str, Any]) -> Path:
         )
     if _foreign(folder.stat()):  # ours, only readable by others: Jupyter's is 0700 too
         folder.chmod(0o700)
+    return folder
+
+
+def write_runtime_file(info: dict[str, Any]) -> Path:
+    """Write the runtime file (it holds the token) where only this user can read or replace it.
+
+    Like jupyter_core's ``secure_write`` (which does the writing): mode 0600, checked after
+    writing, whatever the umask; and the folder must be private too.
+    """
+    path = private_runtime_dir() / RUNTIME_FILE
     with secure_write(str(path)) as f:
         json.dump(info, f, indent=1)
     problem = _foreign(path.stat())

@@ -1,0 +1,161 @@
+"""``nbrelay ssh HOST``: the viewer of a daemon on another machine, in one command.
+
+What people script by hand, done once: ask HOST whether its daemon runs (starting it
+detached if not), read its port and token from ``nbrelay status --json`` there, forward a
+free local port to it over SSH, and print the local viewer URL. The forward runs in the
+background and is remembered in the runtime folder, so the next call reuses it while it works.
+Everything goes through the user's own ``ssh``, with their keys and ``~/.ssh/config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import secure_write
+
+from .errors import NbrelayError
+from .runtime import private_runtime_dir
+
+CONNECT_TIMEOUT = 30.0  # seconds for ssh to log in and the forward to answer
+
+
+@dataclass(frozen=True)
+class Remote:
+    host: str
+    ssh: list[str]  # the ssh command, e.g. ["ssh"] or ["ssh", "-F", "config"]
+    nbrelay: str  # how to run nbrelay on HOST, as a shell command there
+
+    def run(self, args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.ssh, self.host, f"{self.nbrelay} {args}"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CONNECT_TIMEOUT * 2,
+        )
+
+    def daemon(self) -> dict[str, Any]:
+        """The status of HOST's daemon, started detached first if none runs."""
+        status = self.run("status --json")
+        if status.returncode != 0:
+            if status.returncode == 255:  # ssh's own failure: no login, no host
+                raise NbrelayError(f"ssh to {self.host} failed: {status.stderr.strip()}")
+            started = self.run("serve --detach")
+            if started.returncode != 0:
+                raise NbrelayError(
+                    f"could not start nbrelay on {self.host}: "
+                    f"{(started.stderr or started.stdout).strip()}"
+                )
+            status = self.run("status --json")
+            if status.returncode != 0:
+                raise NbrelayError(f"nbrelay on {self.host}: {status.stderr.strip()}")
+        try:
+            info: dict[str, Any] = json.loads(status.stdout)
+            int(info["port"])
+        except (ValueError, KeyError, TypeError):
+            raise NbrelayError(
+                f"`{self.nbrelay} status --json` on {self.host} did not answer as nbrelay does: "
+                f"{status.stdout.strip()[:200]!r}"
+            ) from None
+        return info
+
+
+def _state_file(host: str, suffix: str = ".json") -> Path:
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in host)
+    return private_runtime_dir() / f"nbrelay-ssh-{safe}{suffix}"
+
+
+def _answers(port: int, token: str) -> bool:
+    """Whether an nbrelay daemon with this token answers on local ``port``."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/health", headers={"Authorization": f"Bearer {token}"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def forward(remote: Remote, info: dict[str, Any], local_port: int | None) -> tuple[int, int, bool]:
+    """A local port forwarded to HOST's daemon: (port, ssh pid, reused). A forward that
+    still answers with the daemon's token is reused; ssh's messages go to a log beside it."""
+    token = str(info.get("token") or "")
+    state = _state_file(remote.host)
+    try:
+        known = json.loads(state.read_text())
+    except (OSError, ValueError):
+        known = None
+    if (
+        isinstance(known, dict)
+        and known.get("remote_port") == info["port"]
+        and local_port in (None, known.get("local_port"))
+        and _answers(int(known["local_port"]), token)
+    ):
+        return int(known["local_port"]), int(known["pid"]), True
+    port = local_port or _free_port()
+    if not _free(port):
+        raise NbrelayError(
+            f"local port {port} is in use; pick another with --port (nothing was stopped)"
+        )
+    log_path = _state_file(remote.host, ".log")
+    log = os.fdopen(os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb")
+    tunnel = subprocess.Popen(
+        [
+            *remote.ssh,
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            f"127.0.0.1:{port}:127.0.0.1:{info['port']}",
+            remote.host,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,  # it outlives this command, like `ssh -f`
+    )
+    log.close()
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while not _answers(port, token):
+        if tunnel.poll() is not None:
+            error = log_path.read_text(errors="replace").strip()
+            raise NbrelayError(f"the SSH forward to {remote.host} failed: {error}")
+        if time.monotonic() > deadline:
+            tunnel.kill()
+            raise NbrelayError(f"the SSH forward to {remote.host} did not answer in time")
+        time.sleep(0.1)
+    with secure_write(str(state)) as f:
+        json.dump({"local_port": port, "remote_port": info["port"], "pid": tunnel.pid}, f)
+    return port, tunnel.pid, False
+
+
+def remote_from(host: str, ssh_command: str | None, remote_command: str) -> Remote:
+    command = ssh_command or os.environ.get("NBRELAY_SSH_COMMAND") or "ssh"
+    return Remote(host, shlex.split(command), remote_command)
