@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve" and args.detach:
-            return commands.detach([a for a in argv if a != "--detach"])
+            return commands.detach(args.db, [a for a in argv if a != "--detach"])
         if args.command == "serve":
             _serve(args)
         else:

@@ -17,7 +17,6 @@ from typing import Any, TextIO
 from .client import Client
 from .errors import NbrelayError
 from .runtime import read_runtime_file, runtime_file
-from .settings import default_db
 from .transcript import plain_lines, render
 
 START_TIMEOUT = 30.0  # seconds for a detached daemon to serve
@@ -37,16 +36,10 @@ def _alive(pid: int) -> bool:
 # -- daemon life cycle --------------------------------------------------------------------
 
 
-def detach(serve_argv: list[str]) -> int:
+def detach(db: Path, serve_argv: list[str]) -> int:
     """``serve --detach``: start the daemon in its own session, wait until it serves."""
-    db = Path(os.environ.get("NBRELAY_DB") or default_db())
-    for i, arg in enumerate(serve_argv):  # the log goes beside the database it serves
-        if arg == "--db" and i + 1 < len(serve_argv):
-            db = Path(serve_argv[i + 1])
-        elif arg.startswith("--db="):
-            db = Path(arg.split("=", 1)[1])
     db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_path = db.with_name(db.name + ".log")
+    log_path = db.with_name(db.name + ".log")  # the log goes beside the database
     with open(os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600), "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "nbrelay", *serve_argv],
