@@ -137,7 +137,7 @@ def ls(args: argparse.Namespace) -> int:
             "connected" if k.get("connected") else "gone",
             k.get("execution_state") or "-",
             (k.get("last_time") or "-")[:19].replace("T", " "),
-            str((k.get("last_seq") or 0) - (k.get("first_seq") or 1) + 1),
+            str(k.get("records", "-")),
         )
         for k in kernels
     ]

@@ -51,6 +51,7 @@ class Retention:
         await db.execute("DELETE FROM kernels WHERE last_seq <= ?", (boundary,))
         await db.execute(
             "UPDATE kernels SET first_seq = (SELECT min(seq) FROM records r "
+            "WHERE r.kernel_id = kernels.kernel_id), records = (SELECT count(*) FROM records r "
             "WHERE r.kernel_id = kernels.kernel_id) WHERE first_seq <= ?",
             (boundary,),
         )

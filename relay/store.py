@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS kernels (
     first_seq INTEGER,
     last_seq INTEGER,
     last_time TEXT,
-    execution_state TEXT
+    execution_state TEXT,
+    records INTEGER NOT NULL DEFAULT 0  -- how many of its records are stored now
 );
 """
 
@@ -99,6 +100,7 @@ KERNEL_FIELDS = (
     "last_seq",
     "last_time",
     "execution_state",
+    "records",
 )
 
 
@@ -123,6 +125,7 @@ class _KernelUpdate:
     last_seq: int = 0
     last_time: str = ""
     execution_state: str | None = None
+    records: int = 0
 
 
 class Store:
@@ -162,6 +165,7 @@ class Store:
         await self._writer.execute(f"PRAGMA synchronous={self.synchronous}")
         await self._writer.execute(f"PRAGMA application_id={APPLICATION_ID}")
         await self._writer.executescript(SCHEMA)
+        await self._add_record_counts()
         await self._writer.commit()
         rows = await self._writer.execute_fetchall(
             "SELECT max(seq) FROM records UNION ALL "
@@ -179,6 +183,19 @@ class Store:
         await self._prune()
         self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
+
+    async def _add_record_counts(self) -> None:
+        """Databases made before kernels had a record count get one, counted once."""
+        assert self._writer is not None
+        columns = await self._writer.execute_fetchall("PRAGMA table_info(kernels)")
+        if "records" not in {c[1] for c in columns}:
+            await self._writer.execute(
+                "ALTER TABLE kernels ADD COLUMN records INTEGER NOT NULL DEFAULT 0"
+            )
+            await self._writer.execute(
+                "UPDATE kernels SET records = (SELECT count(*) FROM records r "
+                "WHERE r.kernel_id = kernels.kernel_id)"
+            )
 
     async def close(self) -> None:
         """Commit what is queued, then stop. Idempotent."""
@@ -288,6 +305,7 @@ class Store:
             if not records:
                 continue
             update = kernels.setdefault(hello.kernel_id, _KernelUpdate(first_seq=seq + 1))
+            update.records += len(records)
             for rec in records:
                 seq += 1
                 rows.append((seq, rec.kernel_id, rec.msg_type, now, rec.body))
@@ -315,9 +333,10 @@ class Store:
             await db.executemany(
                 "UPDATE kernels SET first_seq = coalesce(first_seq, ?), last_seq = ?, "
                 "last_time = coalesce(nullif(?, ''), last_time), "
-                "execution_state = coalesce(?, execution_state) WHERE kernel_id = ?",
+                "execution_state = coalesce(?, execution_state), records = records + ? "
+                "WHERE kernel_id = ?",
                 [
-                    (u.first_seq, u.last_seq, u.last_time, u.execution_state, kernel_id)
+                    (u.first_seq, u.last_seq, u.last_time, u.execution_state, u.records, kernel_id)
                     for kernel_id, u in kernels.items()
                 ],
             )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from support import HTTP, Daemon, stream_batch
@@ -93,8 +96,24 @@ def test_kernels_list(daemon: Daemon) -> None:
     fill(daemon, 3)
     (kernel,) = daemon.get("api/kernels").json()["kernels"]
     assert kernel["kernel_id"] == "api-kernel"
-    assert (kernel["first_seq"], kernel["last_seq"]) == (1, 4)
+    assert (kernel["first_seq"], kernel["last_seq"], kernel["records"]) == (1, 4, 4)
     assert kernel["connected"] is False
+
+
+def test_a_database_from_before_record_counts_gets_them(tmp_path: Path) -> None:
+    """A database whose kernels table has no record count is given one, counted, on start."""
+    first = Daemon(tmp_path).start()
+    fill(first, 3)
+    first.stop()
+    with closing(sqlite3.connect(first.db)) as db:
+        db.execute("ALTER TABLE kernels DROP COLUMN records")  # as the table was made before
+        db.commit()
+    again = Daemon(tmp_path).start()
+    try:
+        (kernel,) = again.get("api/kernels").json()["kernels"]
+        assert kernel["records"] == 4  # the start record and 3 outputs
+    finally:
+        again.stop()
 
 
 def test_viewer_page_is_served_without_token(daemon: Daemon) -> None:

@@ -69,6 +69,8 @@ def test_size_limit_prunes_oldest_first_with_a_gap_notice(tmp_path: Path) -> Non
         writer.send(1)
         assert daemon.messages()[-1]["seq"] == health["last_seq"] + 1  # no seq handed out twice
         wait_for(lambda: daemon.get("api/health").json()["db_bytes"] <= 300_000, 20, "shrinking")
+        (kernel,) = daemon.get("api/kernels").json()["kernels"]
+        assert kernel["records"] == len(daemon.messages(kernel_id="big"))  # what is left
     finally:
         daemon.stop()
 

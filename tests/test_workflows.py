@@ -53,6 +53,7 @@ def test_ls_lists_the_kernel_with_its_notebook(ran: tuple[Daemon, Kernel]) -> No
     header, row = result.stdout.splitlines()
     assert header.split()[:3] == ["KERNEL", "NOTEBOOK", "LINK"]
     assert row.split()[:3] == [kernel.kernel_id[:12], "work/analysis.ipynb", "connected"]
+    assert row.split()[-1] == str(len(daemon.messages(kernel_id=kernel.kernel_id)))
 
 
 @pytest.mark.parametrize("name", ["id", "prefix", "notebook"])
