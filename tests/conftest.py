@@ -4,7 +4,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Daemon, Kernel
+from playwright.sync_api import Browser, Page, sync_playwright
+from support import FACTOR, Daemon, Kernel
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -37,3 +46,20 @@ def kernel(kernel_factory: type[Kernel]) -> Kernel:
     k = kernel_factory()
     k.run_ok("%load_ext nbrelay")
     return k
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, one per test process."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    page = browser.new_page()
+    page.set_default_timeout(15_000 * FACTOR)
+    yield page
+    page.close()

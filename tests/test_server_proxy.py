@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 from support import FACTOR, Kernel, wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -112,5 +113,26 @@ def test_output_reaches_the_viewer_through_the_jupyter_server(jupyter: JupyterSe
         with pytest.raises(InvalidStatus) as refused:  # no Jupyter login: no view
             connect(ws_url, additional_headers={"Origin": origin}, proxy=None)
         assert refused.value.response.status_code in (302, 403)
+    finally:
+        kernel.shutdown()
+
+
+def test_the_viewer_works_in_a_browser_logged_in_to_jupyter(
+    jupyter: JupyterServer, page: Page
+) -> None:
+    """The JupyterHub user's path: logged in to the Jupyter server (its cookie), open
+    <server>/nbrelay/ from the launcher; the page lists the kernel and shows its output live,
+    with no nbrelay token anywhere in the browser."""
+    page.goto(f"{jupyter.url}api/status?token={JUPYTER_TOKEN}")  # Jupyter's login cookie
+    assert jupyter.get("nbrelay/").status_code == 200  # the launcher starts the daemon
+    kernel = Kernel(jupyter.runtime_dir)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        page.goto(f"{jupyter.url}nbrelay/")
+        kernel.run_ok('print("seen in the browser")')
+        expect(page.locator(".cell").filter(has_text="seen in the browser")).to_have_count(1)
+        expect(page.locator("#connection")).to_have_text("live")
+        stored = page.evaluate("JSON.stringify(sessionStorage)")
+        assert "nbrelay.token" not in stored or json.loads(stored)["nbrelay.token"] == ""
     finally:
         kernel.shutdown()
