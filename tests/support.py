@@ -79,9 +79,15 @@ def stream_batch(numbers: Iterable[int], text: str = "x", prefix: str = "m") -> 
     )
 
 
-def nbrelay(*args: str, runtime: Path | None = None) -> subprocess.CompletedProcess[str]:
+def nbrelay(
+    *args: str, runtime: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the ``nbrelay`` command to completion (in ``runtime`` as Jupyter's runtime dir)."""
-    env = {**os.environ, **({"JUPYTER_RUNTIME_DIR": str(runtime)} if runtime else {})}
+    env = {
+        **os.environ,
+        **({"JUPYTER_RUNTIME_DIR": str(runtime)} if runtime else {}),
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "nbrelay", *args],
         capture_output=True,

@@ -90,7 +90,10 @@ def host(tmp_path: Path) -> Iterator[dict[str, str]]:
         log.close()
 
 
-def connect(host: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+def connect(
+    host: dict[str, str], *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    browser = () if env and "BROWSER" in env else ("--no-browser",)
     return nbrelay(
         "ssh",
         "testhost",
@@ -98,9 +101,10 @@ def connect(host: dict[str, str], *extra: str) -> subprocess.CompletedProcess[st
         host["ssh"],
         "--remote-command",
         host["remote"],
-        "--no-browser",
+        *browser,
         *extra,
         runtime=Path(host["local_runtime"]),
+        env=env,
     )
 
 
@@ -117,10 +121,16 @@ def test_ssh_starts_the_remote_daemon_forwards_and_reuses(host: dict[str, str]) 
     health = HTTP.get(url + "api/health", headers={"Authorization": f"Bearer {token}"})
     assert health.status_code == 200 and health.json()["storage"] == "ok"
 
-    again = connect(host)
+    opened = Path(host["local_runtime"]) / "opened.txt"
+    browser = Path(host["local_runtime"]) / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o700)
+    again = connect(host, env={"BROWSER": str(browser)})  # a browser that notes what it opens
     assert again.returncode == 0, again.stderr
     assert "reusing the SSH forward" in again.stdout
     assert again.stdout.splitlines()[1] == first.stdout.splitlines()[1]  # same URL and token
+    assert wait_for(lambda: opened.exists() and opened.read_text().strip(), 10, "the browser")
+    assert opened.read_text().strip() == viewer
 
     # A port that is taken is reported, and whatever holds it keeps running.
     with socket.socket() as busy:
