@@ -105,7 +105,12 @@ def _has_escaped_surrogates(text: str) -> bool:
 
 def _parse_object(text: str) -> dict[str, Any]:
     try:
-        obj = _DECODER.decode(text)
+        try:
+            obj, end = _DECODER.raw_decode(text)  # decode() costs two regex scans more
+        except ValueError:
+            end = -1
+        if end != len(text):  # whitespace around the object, or an error to report
+            obj = _DECODER.decode(text)
     except ValueError as exc:
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     except RecursionError:
@@ -409,8 +414,7 @@ def fit_content(content: dict[str, Any], limit: int) -> dict[str, Any]:
     return cut
 
 
-@dataclass(frozen=True)
-class NewRecord:
+class NewRecord(NamedTuple):  # a tuple: one is made per message
     """A record about to be stored: the store gives it its ``seq``."""
 
     kernel_id: str

@@ -65,6 +65,14 @@ def test_entries_in_another_form_are_stored_encoded_anew(entry: str) -> None:
     }
 
 
+def test_whitespace_around_json_is_json() -> None:
+    """Frames and lines with spaces around the object are valid JSON, and accepted."""
+    assert Hello.decode(f"  {HELLO.encode()} \t") == HELLO
+    entry = protocol.encode_output(1, "m", "stream", None, "t", "{}")
+    (out,) = protocol.decode_batch(f"{protocol.BATCH}\n {entry} ")
+    assert out.n == 1 and out.tail is None  # not in the canonical form: encoded anew
+
+
 def test_content_with_newlines_still_makes_one_line() -> None:
     """A serialiser that indents puts newlines between tokens; entries must stay one line."""
     content = json.dumps({"name": "stdout", "text": "a\nb"}, indent=1)
