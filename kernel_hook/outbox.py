@@ -93,7 +93,8 @@ class Outbox:
             for queue in (self._inflight, self._unsent):
                 while queue and queue[0].n <= acked:
                     self._bytes -= queue.popleft().size
-            self._cond.notify_all()
+            if not self._inflight:  # only wait_acked() waits for acks; take() waits for more
+                self._cond.notify_all()  # to send, and waking it here would cost the kernel
 
     def rewind(self, acked: int) -> None:
         """A new connection: what was in flight and not acked goes out again, in order."""
