@@ -34,7 +34,7 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 5.0
 OPEN_TIMEOUT = 5.0
 IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and close request
-LINGER = 0.005  # a burst's first message waits this long for the rest to share its frame
+LINGER = 0.010  # a burst's first message waits this long for the rest to share its frame
 
 
 @functools.lru_cache(maxsize=64)
