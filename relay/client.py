@@ -111,6 +111,8 @@ class Client:
                     delay, reported = 0.1, False
                     if "seq" in item:
                         since = item["seq"]
+                    elif item.get("type") == "gap":  # pruned: said once, not at each reconnect
+                        since = max(since, item["last_seq"])
                     yield item
             except (OSError, TimeoutError, WebSocketException, NbrelayError) as exc:
                 if not reported:
