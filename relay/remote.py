@@ -36,13 +36,21 @@ class Remote:
     nbrelay: str  # how to run nbrelay on HOST, as a shell command there
 
     def run(self, args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.ssh, self.host, f"{self.nbrelay} {args}"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=CONNECT_TIMEOUT * 2,
-        )
+        """``nbrelay ARGS`` on HOST. ssh asks for passwords and host keys on the terminal."""
+        try:
+            return subprocess.run(
+                [*self.ssh, self.host, f"{self.nbrelay} {args}"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=CONNECT_TIMEOUT * 2,
+            )
+        except FileNotFoundError:
+            raise NbrelayError(f"cannot run {self.ssh[0]!r}: is OpenSSH installed?") from None
+        except subprocess.TimeoutExpired:
+            raise NbrelayError(
+                f"ssh to {self.host} did not finish within {CONNECT_TIMEOUT * 2:.0f} s"
+            ) from None
 
     def daemon(self) -> dict[str, Any]:
         """The status of HOST's daemon, started detached first if none runs."""
