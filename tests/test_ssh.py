@@ -25,7 +25,7 @@ from support import HTTP, nbrelay, wait_for
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
-pytestmark = pytest.mark.skipif(
+needs_sshd = pytest.mark.skipif(
     os.geteuid() != 0 or not Path(SSHD).exists(),
     reason="sshd must run as root to log a user in (CI runs as root, with openssh-server)",
 )
@@ -108,6 +108,7 @@ def connect(
     )
 
 
+@needs_sshd
 def test_ssh_starts_the_remote_daemon_forwards_and_reuses(host: dict[str, str]) -> None:
     first = connect(host)
     assert first.returncode == 0, first.stderr
@@ -158,6 +159,7 @@ def closed(url: str) -> bool:
     return False
 
 
+@needs_sshd
 def test_ssh_to_an_unknown_host_is_a_one_line_error(host: dict[str, str]) -> None:
     result = nbrelay(
         "ssh",
@@ -168,3 +170,14 @@ def test_ssh_to_an_unknown_host_is_a_one_line_error(host: dict[str, str]) -> Non
     )
     assert result.returncode == 1
     assert result.stderr.startswith("nbrelay: error: ssh to nohost.invalid failed:")
+
+
+def test_a_missing_ssh_is_a_one_line_error(tmp_path: Path) -> None:
+    result = nbrelay(
+        "ssh", "somewhere", "--ssh-command", str(tmp_path / "no-ssh"), runtime=tmp_path
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"nbrelay: error: cannot run {str(tmp_path / 'no-ssh')!r}: is OpenSSH installed?\n"
+    )
