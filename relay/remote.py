@@ -4,14 +4,18 @@ What people script by hand, done once: ask HOST whether its daemon runs (startin
 detached if not), read its port and token from ``nbrelay status --json`` there, forward a
 free local port to it over SSH, and print the local viewer URL. The forward runs in the
 background and is remembered in the runtime folder, so the next call reuses it while it works.
-Everything goes through the user's own ``ssh``, with their keys and ``~/.ssh/config``.
+Everything goes through the user's own ``ssh``, with their keys and ``~/.ssh/config``. The
+forward runs in a session of its own, without a terminal, so it must log in without a prompt
+(keys, an agent, or a ControlMaster connection), as background tunnels do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -127,6 +131,8 @@ def forward(remote: Remote, info: dict[str, Any], local_port: int | None) -> tup
         and _answers(int(known["local_port"]), token)
     ):
         return int(known["local_port"]), int(known["pid"]), True
+    if isinstance(known, dict):
+        _close(known)  # it no longer leads to HOST's daemon: do not leave it holding a port
     port = local_port or _free_port()
     if not _free(port):
         raise NbrelayError(
@@ -162,6 +168,18 @@ def forward(remote: Remote, info: dict[str, Any], local_port: int | None) -> tup
     with secure_write(str(state)) as f:
         json.dump({"local_port": port, "remote_port": info["port"], "pid": tunnel.pid}, f)
     return port, tunnel.pid, False
+
+
+def _close(known: dict[str, Any]) -> None:
+    """Stop a forward this command started earlier, if that process is still that forward."""
+    pid, port = known.get("pid"), known.get("local_port")
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return  # gone already (or no /proc: leave it)
+    if f"127.0.0.1:{port}:".encode() in b" ".join(cmdline) and isinstance(pid, int):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def remote_from(host: str, ssh_command: str | None, remote_command: str) -> Remote:

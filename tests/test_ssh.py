@@ -143,12 +143,36 @@ def test_ssh_starts_the_remote_daemon_forwards_and_reuses(host: dict[str, str]) 
         assert f"local port {taken} is in use" in refused.stderr
         socket.create_connection(("127.0.0.1", taken), timeout=5).close()  # still listening
 
-    pid = int(first.stdout.split("ssh pid ")[1].split(")")[0])
-    os.kill(pid, signal.SIGTERM)  # the forward goes away: the next call makes a new one
+    os.kill(
+        ssh_pid(first.stdout), signal.SIGTERM
+    )  # the forward goes away: the next call makes a new one
     wait_for(lambda: closed(url), 10, "the forward to close")
     renewed = connect(host)
     assert renewed.returncode == 0, renewed.stderr
     assert "forwarded over SSH" in renewed.stdout
+
+    # The remote daemon restarts on another port: a new forward, and the old one is closed.
+    stopped = subprocess.run(
+        [*shlex.split(host["ssh"]), "testhost", f"{host['remote']} stop"], capture_output=True
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    old = ssh_pid(renewed.stdout)
+    moved = connect(host)
+    assert moved.returncode == 0, moved.stderr
+    assert "forwarded over SSH" in moved.stdout and ssh_pid(moved.stdout) != old
+    wait_for(lambda: gone(old), 10, "the old forward to stop")
+
+
+def ssh_pid(stdout: str) -> int:
+    return int(stdout.split("ssh pid ")[1].split(")")[0])
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def closed(url: str) -> bool:
