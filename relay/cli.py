@@ -186,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("kernel", nargs="?", help=kernel_help + " (default: the latest active)")
     tail.add_argument("--since", type=int, default=None, help="start after this seq")
     tail.add_argument(
-        "-n", "--lines", type=int, default=20, help="without --since: start this many records back"
+        "-n",
+        "--records",
+        type=int,
+        default=20,
+        help="without --since: start this many records (outputs, not lines) back",
     )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     export = commands.add_parser(

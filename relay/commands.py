@@ -155,7 +155,7 @@ def tail(args: argparse.Namespace) -> int:
     since = args.since
     if since is None:  # the last N records, found by reading backwards
         page = client.get(
-            "api/messages", kernel_id=kernel_id, before=2**63 - 1, limit=max(1, args.lines)
+            "api/messages", kernel_id=kernel_id, before=2**63 - 1, limit=max(1, args.records)
         )
         since = page["messages"][0]["seq"] - 1 if page["messages"] else page["last_seq"]
     records = client.follow(kernel_id, since) if args.follow else client.history(kernel_id, since)
