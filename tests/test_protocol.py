@@ -235,6 +235,17 @@ def test_json_that_is_not_storable_is_refused(frame: str) -> None:
         Hello.decode(frame)
 
 
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uDBFF", "\\udc00", "\\uDfFf"])
+def test_a_lone_surrogate_anywhere_in_a_batch_is_refused(escape: str) -> None:
+    """Every escape from D800 to DFFF, in either case, on any line of the batch."""
+    entries = [
+        protocol.encode_output(1, "m1", "stream", None, "t", '{"text": "fine"}'),
+        protocol.encode_output(2, "m2", "stream", None, "t", '{"text": "a' + escape + 'b"}'),
+    ]
+    with pytest.raises(ProtocolError, match="lone surrogate"):
+        protocol.decode_batch(protocol.encode_batch(entries))
+
+
 def test_record_frames_stay_below_a_mebibyte_unless_one_record_is_larger() -> None:
     """Replay frames are cut at about 1 MiB; every record is in exactly one frame, in order."""
     records = [
