@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 # What an entry costs beyond its frames, in the budget and on the wire (field names, ids).
 ENTRY_OVERHEAD = 200
-BURST = 256  # messages that end a sender's linger at once
+BURST = 256  # messages that end a sender's wait for its next frame at once
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Outbox:
         self._bytes = 0
         self._next_n = 1
         self._woken = False
+        self._last_take = float("-inf")  # when the last non-empty batch was taken
         self.acked = 0
         self.dropped = 0  # messages dropped because the buffer was full, ever
 
@@ -55,21 +56,23 @@ class Outbox:
                 oldest = self._inflight.popleft() if self._inflight else self._unsent.popleft()
                 self._bytes -= oldest.size
                 self.dropped += 1
-            if len(self._unsent) in (1, BURST):  # the sender waits for the first, or lingers
+            if len(self._unsent) in (1, BURST):  # the sender waits for the first, or spaces
                 self._cond.notify()
 
-    def take(self, max_bytes: int, timeout: float, linger: float = 0.0) -> list[Entry]:
+    def take(self, max_bytes: int, timeout: float, spacing: float = 0.0) -> list[Entry]:
         """Unsent entries in order, up to ``max_bytes`` (at least one).
 
-        Waits up to ``timeout`` for one; returns [] on timeout or wake(). Once there is one,
-        waits up to ``linger`` more for others: one frame for a burst of messages costs the
-        kernel's own threads far less (in the GIL) than one frame per message.
+        Waits up to ``timeout`` for one; returns [] on timeout or wake(). Batches are taken at
+        most every ``spacing`` seconds unless :data:`BURST` messages wait: while output is
+        sustained, one frame for many messages costs the kernel's own threads far less (in
+        the GIL) than one frame per message, and no message waits longer than ``spacing``.
+        After a quiet spell the first message goes at once.
         """
         with self._cond:
             if not self._unsent and not self._woken:
                 self._cond.wait(timeout)
-            if self._unsent and linger > 0:
-                deadline = time.monotonic() + linger
+            if self._unsent:
+                deadline = self._last_take + spacing
                 while (
                     not self._woken
                     and len(self._unsent) < BURST
@@ -84,6 +87,8 @@ class Outbox:
                 size += entry.size
                 batch.append(entry)
             self._inflight.extend(batch)
+            if batch:
+                self._last_take = time.monotonic()
             return batch
 
     def ack(self, acked: int) -> None:

@@ -34,7 +34,7 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 5.0
 OPEN_TIMEOUT = 5.0
 IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and close request
-LINGER = 0.010  # a burst's first message waits this long for the rest to share its frame
+SPACING = 0.010  # while output is sustained, a frame goes at most this often (Outbox.take)
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,7 +156,7 @@ class Sender:
         """
         limit = welcome.max_frame_bytes - BATCH_FRAMING
         while True:
-            batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK, LINGER)
+            batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK, SPACING)
             frame: list[str] = []
             size = 0
             for entry in batch:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from nbrelay.kernel_hook.outbox import ENTRY_OVERHEAD, Outbox
+from nbrelay.kernel_hook.outbox import BURST, ENTRY_OVERHEAD, Entry, Outbox
 
 
 def put(box: Outbox, count: int, size: int = 100) -> None:
@@ -55,3 +55,29 @@ def test_take_returns_when_woken() -> None:
     box.wake()
     waiter.join(10)
     assert result == [[]]
+
+
+def test_after_a_quiet_spell_the_first_message_goes_at_once() -> None:
+    """No frame was sent lately, so a lone message is not held back for company."""
+    box = Outbox(limit_bytes=10**6)
+    put(box, 1)
+    result: list[list[Entry]] = []
+    taker = threading.Thread(target=lambda: result.append(box.take(1000, timeout=0, spacing=60)))
+    taker.start()
+    taker.join(10)  # a minute's spacing applied here would leave the thread waiting
+    assert [[e.n for e in batch] for batch in result] == [[1]]
+
+
+def test_sustained_output_waits_for_the_spacing_or_a_burst() -> None:
+    """Right after a frame, the next one waits: here until BURST messages have gathered."""
+    box = Outbox(limit_bytes=10**8)
+    put(box, 1)
+    assert len(box.take(1000, timeout=0)) == 1
+    result: list[int] = []
+    taker = threading.Thread(
+        target=lambda: result.append(len(box.take(10**8, timeout=30, spacing=60)))
+    )
+    taker.start()
+    put(box, BURST)  # the taker sees the first of them and waits for the rest
+    taker.join(10)
+    assert result == [BURST]
