@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 
 from .. import protocol
 from ..errors import NbrelayError
@@ -148,7 +149,7 @@ class Sender:
                 ws.close()
                 reader.join()
 
-    def _send_batches(self, ws: ClientConnection, welcome: protocol.Welcome) -> None:
+    def _send_batches(self, ws: Connection, welcome: protocol.Welcome) -> None:
         """Send the outbox: many messages per frame, never a frame above the daemon's limit.
 
         Content is cut to the daemon's ``max_output_bytes`` before sending, which the daemon
@@ -176,7 +177,7 @@ class Sender:
                 if self.outbox.wait_acked(max(0.0, remaining)) or remaining <= 0:
                     return
 
-    def _read_acks(self, ws: ClientConnection) -> None:
+    def _read_acks(self, ws: Connection) -> None:
         try:
             for frame in ws:
                 self.outbox.ack(protocol.decode_ack(frame))
