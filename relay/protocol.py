@@ -4,7 +4,8 @@ Two conversations use them.
 
 Ingest, kernel hook -> daemon (``/ws/ingest``)::
 
-    hook:   {"type": "hello", "kernel_id", "session", "notebook", "hostname", "pid", "started"}
+    hook:   {"type": "hello", "protocol": 1, "kernel_id", "session", "notebook", "hostname",
+             "pid", "started"}
     daemon: {"type": "welcome", "acked": N}
     hook:   {"type": "batch"}                      (a batch frame: this line, then
             {"n", "msg_id", "msg_type", "parent_msg_id", "time", "content"}  one message
@@ -14,6 +15,10 @@ Ingest, kernel hook -> daemon (``/ws/ingest``)::
 A batch holds one JSON object per line (JSON text never holds a raw newline), so the daemon
 can parse each message to check it and still store the very text it received, spliced into
 the record, instead of encoding the content a second time: that is most of ingest's cost.
+
+``protocol`` is :data:`INGEST_PROTOCOL`: the kernel hook runs from the kernel's environment
+and the daemon from its own, so the two can be different nbrelay versions; a daemon refuses a
+hook that speaks another version with a reason that says so, rather than a parse error.
 
 ``session`` names one kernel process; ``n`` numbers that process's messages 1, 2, 3...
 ``acked`` is cumulative: every message of the session up to ``N`` is stored. The hook
@@ -62,6 +67,10 @@ CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later
 CLOSE_TRY_AGAIN_LATER = 1013  # too many connections
 
 MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: the bound of every number on the wire
+
+#: The version of the ingest conversation, in every hello. Raise it with any change to the
+#: frames a hook sends that a daemon of the previous version would misread.
+INGEST_PROTOCOL = 1
 
 
 class ProtocolError(ValueError):
@@ -181,13 +190,21 @@ class Hello:
     started: str
 
     def encode(self) -> str:
-        return _dumps({"type": "hello", **self.__dict__})
+        return _dumps({"type": "hello", "protocol": INGEST_PROTOCOL, **self.__dict__})
 
     @classmethod
     def decode(cls, data: str | bytes) -> Hello:
         obj = _loads_object(data)
         if obj.get("type") != "hello":
             raise ProtocolError("expected a hello frame first")
+        spoken = obj.get("protocol")
+        if spoken != INGEST_PROTOCOL or type(spoken) is not int:
+            version = spoken if type(spoken) is int else "none"
+            raise ProtocolError(
+                f"hook speaks ingest protocol {version}, daemon {INGEST_PROTOCOL}: "
+                "install the same nbrelay version in the kernel's environment",
+                CLOSE_POLICY,
+            )
         return cls(
             kernel_id=_text(obj, "kernel_id", "hello"),
             session=_text(obj, "session", "hello"),

@@ -6,6 +6,8 @@ from typing import Any
 
 from support import CAPTURED, Daemon, Kernel, assert_relayed, relayed, stream_text, wait_for
 
+from nbrelay.protocol import INGEST_PROTOCOL
+
 EVERY_OUTPUT = r"""
 import ctypes, os, subprocess, sys
 from IPython.display import HTML, Image, clear_output, display, update_display
@@ -167,6 +169,25 @@ def test_wrong_token_is_reported_once_and_nothing_is_lost(daemon: Daemon, tmp_pa
         assert daemon.get("api/kernels").json()["kernels"] == []
     finally:
         k.shutdown()
+
+
+def test_a_kernel_of_another_nbrelay_version_is_told_so_and_keeps_its_output(
+    daemon: Daemon, kernel_factory: Any
+) -> None:
+    """The kernel's nbrelay speaking another ingest protocol (here made so in the kernel) is
+    refused with both versions named, in the kernel log and %nbrelay; once the versions
+    match, the output buffered meanwhile arrives."""
+    k = kernel_factory()
+    k.run_ok("import nbrelay.protocol\nnbrelay.protocol.INGEST_PROTOCOL += 1")
+    k.run_ok("%load_ext nbrelay")
+    buffered = k.run_ok("print('printed while refused')")
+    wait_for(lambda: "refused" in k.log_path.read_text(), 10, "the refusal in the kernel log")
+    status = stream_text(k.run_ok("%nbrelay"))
+    assert f"ingest protocol {INGEST_PROTOCOL + 1}, daemon {INGEST_PROTOCOL}" in status
+    assert "buffering output" in status
+    assert daemon.get("api/kernels").json()["kernels"] == []
+    k.run_ok("nbrelay.protocol.INGEST_PROTOCOL -= 1")  # as if the kernel's nbrelay was upgraded
+    assert_relayed(daemon, k, buffered)
 
 
 def test_daemon_restarted_with_a_new_token_is_found_again(daemon: Daemon, kernel: Kernel) -> None:

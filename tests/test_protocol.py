@@ -87,7 +87,9 @@ def test_content_with_newlines_still_makes_one_line() -> None:
     [
         (b"\xff\xfe", "not JSON"),
         ("[]", "not a JSON object"),
-        ('{"type": "hello"}', "missing field"),
+        ('{"type": "hello", "protocol": 1}', "missing field"),
+        ('{"type": "hello"}', "ingest protocol none, daemon 1"),
+        ('{"type": "hello", "protocol": true}', "ingest protocol none, daemon 1"),
         ('{"type": "batch"}', "no messages"),
         ('{"type": "batch"}\n[1]', "not a JSON object"),
         ('{"type": "batch"}\n{"n": 1,\n"msg_id": "m"}', "not JSON"),

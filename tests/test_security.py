@@ -324,6 +324,19 @@ def test_malformed_frames_close_only_their_connection(
     assert "closing ingest connection" in daemon.log()
 
 
+def test_a_hook_of_another_protocol_version_is_refused_saying_so(daemon: Daemon) -> None:
+    """The kernel's nbrelay may be another version than the daemon's: a hello in another
+    ingest protocol closes with 1008 and a reason naming both versions; nothing is stored."""
+    other = protocol.INGEST_PROTOCOL + 1
+    with daemon.ingest() as ws:
+        ws.send(json.dumps(json.loads(hello("old-kernel").encode()) | {"protocol": other}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert f"ingest protocol {other}, daemon {protocol.INGEST_PROTOCOL}" in closed.value.rcvd.reason
+    assert daemon.get("api/kernels").json()["kernels"] == []
+
+
 def test_oversized_frame_is_refused_with_1009(tmp_path: Path) -> None:
     """A frame above --max-frame-bytes closes the connection with 1009; the daemon goes on."""
     daemon = Daemon(tmp_path).start("--max-frame-bytes", "128KiB", "--max-output-bytes", "64KiB")
