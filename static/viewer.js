@@ -9,6 +9,7 @@ import { KernelView } from "./outputs.js";
 
 const TOKEN_KEY = "nbrelay.token";
 const TAIL = 1000;  // records loaded when a kernel opens, and per "load earlier"
+const KEPT = 20 * TAIL;  // records a followed view holds before it starts over from its last TAIL
 const POLL_MS = 5000;
 const MAX_DELAY_MS = 5000;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
@@ -180,6 +181,9 @@ class App {
         return;
       }
       this.view.add(data);
+      // Every record is kept for "load earlier": a page left open on a chatty kernel would
+      // grow without end. While following, the view starts over from its latest records.
+      if (this.follow && this.view.records.length > KEPT) this.rebuild(this.view.records.slice(-TAIL), true);
       if ($("#connection").dataset.kind === "replaying" && target > from) {
         const done = Math.min(100, Math.round((100 * (this.view.lastSeq - from)) / (target - from)));
         this.setState(`replaying ${done}%`, "replaying");
@@ -237,15 +241,22 @@ class App {
   async loadEarlier() {
     const old = this.view;
     const { messages } = await this.api("api/messages", { kernel_id: old.id, before: old.firstSeq, limit: TAIL });
-    const view = new KernelView(old.id);
-    view.add([...messages, ...old.records]);
-    view.hasEarlier = messages.length === TAIL;
-    this.entry(old.id).view = view;
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
-    $("#view").replaceChildren(view.root);
-    $("#earlier").hidden = !view.hasEarlier;
-    view.render();
+    this.rebuild([...messages, ...old.records], messages.length === TAIL).render();
     this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+  }
+
+  // The selected kernel's view made anew from `records`, in place of the current one.
+  rebuild(records, hasEarlier) {
+    const old = this.view;
+    const view = new KernelView(old.id);
+    view.add(records);
+    view.state = old.state;
+    view.hasEarlier = hasEarlier;
+    this.entry(old.id).view = view;
+    $("#view").replaceChildren(view.root);
+    $("#earlier").hidden = !hasEarlier;
+    return view;
   }
 
   search() {

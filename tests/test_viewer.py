@@ -312,3 +312,48 @@ def test_rich_outputs(daemon: Daemon, kernel: Kernel, page: Page) -> None:
     expect(view.locator("pre.json")).to_contain_text('"answer": 42')
     expect(view.get_by_text("Out[2]:")).to_be_visible()
     expect(view.get_by_text("a plain thing", exact=True)).to_be_visible()
+
+
+def test_a_followed_view_stays_bounded_and_loads_earlier_output(daemon: Daemon, page: Page) -> None:
+    """A page left open on a chatty kernel does not keep every record: while following, the
+    view starts over from its latest output, and "load earlier output" brings back, without
+    a hole, what came before."""
+    kept = 20_000  # static/viewer.js KEPT
+    hello = protocol.Hello("chatty", "chatty-1", "chatty.ipynb", "h", 1, "t")
+
+    def lines(ws: Any, first: int, last: int) -> None:
+        for start in range(first, last + 1, 2000):
+            numbers = range(start, min(start + 2000, last + 1))
+            ws.send(
+                protocol.encode_batch(
+                    protocol.encode_output(
+                        n,
+                        f"m{n}",
+                        "stream",
+                        "cell",
+                        "t",
+                        json.dumps({"name": "stdout", "text": f"line {n}\n"}),
+                    )
+                    for n in numbers
+                )
+            )
+            assert json.loads(ws.recv(10 * FACTOR))["acked"] == numbers[-1]
+
+    with daemon.ingest(hello) as ws:
+        lines(ws, 1, 10)
+        page.goto(f"{daemon.url}?kernel=chatty#token={daemon.token}")
+        expect(page.locator("#connection")).to_have_text("live")
+        expect(page.get_by_text("line 1", exact=True)).to_be_visible()
+        expect(page.locator("#earlier")).to_be_hidden()
+        last = kept + 500
+        lines(ws, 11, last)
+    expect(page.get_by_text(f"line {last}", exact=True)).to_be_visible()
+    expect(page.locator("#earlier")).to_be_visible()
+    shown = page.locator(".cell pre.stdout .line")
+    expect(page.get_by_text("line 1", exact=True)).to_have_count(0)
+    first = int(shown.first.inner_text().split()[1])
+    assert shown.count() == last - first + 1 < kept  # every line from there on, and no more
+
+    page.locator("#earlier").click()
+    expect(page.get_by_text(f"line {first - 1}", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"line {last}", exact=True)).to_have_count(1)
