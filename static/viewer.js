@@ -241,6 +241,7 @@ class App {
   async loadEarlier() {
     const old = this.view;
     const { messages } = await this.api("api/messages", { kernel_id: old.id, before: old.firstSeq, limit: TAIL });
+    if (this.view !== old) return;  // another kernel was opened, or this one started over
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
     this.rebuild([...messages, ...old.records], messages.length === TAIL).render();
     this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
