@@ -314,39 +314,38 @@ def test_rich_outputs(daemon: Daemon, kernel: Kernel, page: Page) -> None:
     expect(view.get_by_text("a plain thing", exact=True)).to_be_visible()
 
 
+def send_lines(ws: Any, first: int, last: int) -> None:
+    """Messages ``first``..``last`` of an ingest connection, each one line ``line {n}``."""
+    for start in range(first, last + 1, 2000):
+        numbers = range(start, min(start + 2000, last + 1))
+        entries = (
+            protocol.encode_output(
+                n,
+                f"m{n}",
+                "stream",
+                "cell",
+                "t",
+                json.dumps({"name": "stdout", "text": f"line {n}\n"}),
+            )
+            for n in numbers
+        )
+        ws.send(protocol.encode_batch(entries))
+        assert json.loads(ws.recv(10 * FACTOR))["acked"] == numbers[-1]
+
+
 def test_a_followed_view_stays_bounded_and_loads_earlier_output(daemon: Daemon, page: Page) -> None:
     """A page left open on a chatty kernel does not keep every record: while following, the
     view starts over from its latest output, and "load earlier output" brings back, without
     a hole, what came before."""
     kept = 20_000  # static/viewer.js KEPT
-    hello = protocol.Hello("chatty", "chatty-1", "chatty.ipynb", "h", 1, "t")
-
-    def lines(ws: Any, first: int, last: int) -> None:
-        for start in range(first, last + 1, 2000):
-            numbers = range(start, min(start + 2000, last + 1))
-            ws.send(
-                protocol.encode_batch(
-                    protocol.encode_output(
-                        n,
-                        f"m{n}",
-                        "stream",
-                        "cell",
-                        "t",
-                        json.dumps({"name": "stdout", "text": f"line {n}\n"}),
-                    )
-                    for n in numbers
-                )
-            )
-            assert json.loads(ws.recv(10 * FACTOR))["acked"] == numbers[-1]
-
-    with daemon.ingest(hello) as ws:
-        lines(ws, 1, 10)
+    with daemon.ingest(protocol.Hello("chatty", "chatty-1", None, "h", 1, "t")) as ws:
+        send_lines(ws, 1, 10)
         page.goto(f"{daemon.url}?kernel=chatty#token={daemon.token}")
         expect(page.locator("#connection")).to_have_text("live")
         expect(page.get_by_text("line 1", exact=True)).to_be_visible()
         expect(page.locator("#earlier")).to_be_hidden()
         last = kept + 500
-        lines(ws, 11, last)
+        send_lines(ws, 11, last)
     expect(page.get_by_text(f"line {last}", exact=True)).to_be_visible()
     expect(page.locator("#earlier")).to_be_visible()
     shown = page.locator(".cell pre.stdout .line")
@@ -357,3 +356,31 @@ def test_a_followed_view_stays_bounded_and_loads_earlier_output(daemon: Daemon, 
     page.locator("#earlier").click()
     expect(page.get_by_text(f"line {first - 1}", exact=True)).to_be_visible()
     expect(page.get_by_text(f"line {last}", exact=True)).to_have_count(1)
+
+
+def test_earlier_output_arriving_after_a_switch_leaves_the_other_kernel_shown(
+    daemon: Daemon, page: Page
+) -> None:
+    """ "Load earlier output", then another kernel opened before the answer came: the answer
+    is dropped, not drawn in place of the kernel now selected."""
+    for kernel_id, count in (("long", 1500), ("short", 3)):
+        with daemon.ingest(protocol.Hello(kernel_id, f"{kernel_id}-1", None, "h", 1, "t")) as ws:
+            send_lines(ws, 1, count)
+    page.goto(f"{daemon.url}?kernel=long#token={daemon.token}")
+    expect(page.locator("#earlier")).to_be_visible()
+
+    def earlier(url: str) -> bool:
+        return "before=" in url and f"before={2**53 - 1}" not in url  # not a kernel's opening
+
+    held: list[Any] = []
+    page.route(earlier, lambda route: held.append(route))
+    with page.expect_request(lambda request: earlier(request.url)):
+        page.locator("#earlier").click()
+    page.locator("nav li:not(.selected) button").click()
+    expect(page.locator('.kernel[data-kernel="short"]')).to_be_visible()
+    with page.expect_event("requestfinished", lambda request: earlier(request.url)):
+        held[0].continue_()  # the answer, read to its end by the page
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => setTimeout(done)))")
+    expect(page.locator('#view .kernel[data-kernel="short"] .line')).to_have_text(
+        ["line 1", "line 2", "line 3"]
+    )
