@@ -361,8 +361,8 @@ def test_a_followed_view_stays_bounded_and_loads_earlier_output(daemon: Daemon, 
 def test_earlier_output_arriving_after_a_switch_leaves_the_other_kernel_shown(
     daemon: Daemon, page: Page
 ) -> None:
-    """ "Load earlier output", then another kernel opened before the answer came: the answer
-    is dropped, not drawn in place of the kernel now selected."""
+    """A click on "load earlier output", then another kernel opened before the answer came:
+    the answer is dropped, not drawn in place of the kernel now selected."""
     for kernel_id, count in (("long", 1500), ("short", 3)):
         with daemon.ingest(protocol.Hello(kernel_id, f"{kernel_id}-1", None, "h", 1, "t")) as ws:
             send_lines(ws, 1, count)
