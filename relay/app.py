@@ -6,10 +6,12 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,6 +31,10 @@ from .store import Store, StoreClosed
 log = logging.getLogger("nbrelay.app")
 
 STATIC_DIR = Path(static.__file__).parent
+# Each ack wakes two threads in the kernel (websockets' reader and the hook's), which under
+# sustained output cost the kernel more than anything else nbrelay does there; the hook
+# needs acks only to free its buffer. So a connection gets at most one ack per interval.
+ACK_INTERVAL = 0.05
 
 
 class BadQuery(ValueError):
@@ -234,9 +240,7 @@ class Relay:
                 acked, self.settings.max_frame_bytes, self.settings.max_output_bytes
             )
             await ws.send_text(welcome.encode())
-            while (frame := await self._next_frame(ws)) is not None:
-                acked = await self.store.append(hello, protocol.decode_batch(frame))
-                await ws.send_text(protocol.ack(acked))
+            await self._batches(ws, hello)
             await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
         except WebSocketDisconnect:
             pass
@@ -252,18 +256,37 @@ class Relay:
             if kernel_id is not None:
                 self.connected[kernel_id] -= 1
 
-    async def _next_frame(self, ws: WebSocket) -> str | bytes | None:
-        """The next frame, or None once the daemon is stopping (a frame already received
-        still wins: it is committed and acknowledged before the connection closes)."""
-        receive = asyncio.ensure_future(self._receive_frame(ws))
-        closing = asyncio.ensure_future(self.closing.wait())
-        await asyncio.wait({receive, closing}, return_when=asyncio.FIRST_COMPLETED)
-        closing.cancel()
-        if receive.done():
-            return receive.result()
-        receive.cancel()
-        await asyncio.gather(receive, return_exceptions=True)
-        return None
+    async def _batches(self, ws: WebSocket, hello: Hello) -> None:
+        """Store each batch and acknowledge what is committed, at most every ACK_INTERVAL,
+        until the daemon stops (a frame already received still wins: it is committed and
+        acknowledged before the connection closes)."""
+        loop = asyncio.get_running_loop()
+        receive: asyncio.Future[str | bytes] | None = None
+        unacked: int | None = None  # committed, not acknowledged yet
+        last_ack = -math.inf
+        try:
+            while True:
+                receive = receive or asyncio.ensure_future(self._receive_frame(ws))
+                wait = None if unacked is None else last_ack + ACK_INTERVAL - loop.time()
+                if wait is None or wait > 0:
+                    closing = asyncio.ensure_future(self.closing.wait())
+                    either: set[asyncio.Future[Any]] = {receive, closing}
+                    await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                    closing.cancel()
+                if receive.done():
+                    frame, receive = receive.result(), None
+                    unacked = await self.store.append(hello, protocol.decode_batch(frame))
+                elif self.closing.is_set():
+                    break
+                if unacked is not None and loop.time() - last_ack >= ACK_INTERVAL:
+                    await ws.send_text(protocol.ack(unacked))
+                    unacked, last_ack = None, loop.time()
+        finally:
+            if receive is not None:
+                receive.cancel()
+                await asyncio.gather(receive, return_exceptions=True)
+        if unacked is not None:
+            await ws.send_text(protocol.ack(unacked))
 
     @staticmethod
     async def _receive_frame(ws: WebSocket) -> str | bytes:

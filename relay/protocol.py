@@ -10,7 +10,8 @@ Ingest, kernel hook -> daemon (``/ws/ingest``)::
     hook:   {"type": "batch"}                      (a batch frame: this line, then
             {"n", "msg_id", "msg_type", "parent_msg_id", "time", "content"}  one message
             ...                                     a line, in this key order)
-    daemon: {"type": "ack", "acked": N}            (after the SQLite commit)
+    daemon: {"type": "ack", "acked": N}            (after the SQLite commit; at most
+                                                    one every 50 ms, for the latest N)
 
 A batch holds one JSON object per line (JSON text never holds a raw newline), so the daemon
 can parse each message to check it and still store the very text it received, spliced into

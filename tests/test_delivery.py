@@ -13,6 +13,7 @@ from typing import Any
 
 from support import (
     CAPTURED,
+    FACTOR,
     Daemon,
     Kernel,
     as_record,
@@ -100,6 +101,21 @@ def test_viewer_filtered_by_kernel(daemon: Daemon, kernel_factory: Any) -> None:
         viewer.until(lambda v: any(r["msg_id"] == last for r in v.records))
     assert {r["kernel_id"] for r in viewer.records} == {a.kernel_id}
     assert viewer.records == daemon.messages(kernel_id=a.kernel_id)
+
+
+def test_acks_for_back_to_back_batches_are_combined_and_the_last_one_comes(
+    daemon: Daemon,
+) -> None:
+    """Each ack wakes two threads in the kernel, so batches sent back to back share acks;
+    the last batch is still acknowledged, with no further frame to prompt it."""
+    hello = protocol.Hello("paced-kernel", "paced-session", None, "h", 1, "t")
+    with daemon.ingest(hello) as ws:
+        for n in range(1, 51):
+            ws.send(stream_batch([n]))
+        acks = [json.loads(ws.recv(10 * FACTOR))["acked"]]
+        while acks[-1] < 50:
+            acks.append(json.loads(ws.recv(10 * FACTOR))["acked"])
+    assert acks == sorted(acks) and len(acks) < 50
 
 
 def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
