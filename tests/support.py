@@ -71,11 +71,17 @@ def stream(count: int, width: int = 0) -> str:
     return STREAM.format(count=count, width=width)
 
 
-def stream_batch(numbers: Iterable[int], text: str = "x", prefix: str = "m") -> str:
-    """A batch frame of stdout messages numbered ``numbers``, with msg_ids ``{prefix}{n}``."""
-    content = json.dumps({"name": "stdout", "text": text})
+def stream_batch(
+    numbers: Iterable[int], text: str | Callable[[int], str] = "x", prefix: str = "m"
+) -> str:
+    """A batch frame of stdout messages numbered ``numbers``, with msg_ids ``{prefix}{n}``;
+    ``text`` is every message's text, or makes message ``n``'s."""
+
+    def content(n: int) -> str:
+        return json.dumps({"name": "stdout", "text": text(n) if callable(text) else text})
+
     return protocol.encode_batch(
-        protocol.encode_output(n, f"{prefix}{n}", "stream", "p", "t", content) for n in numbers
+        protocol.encode_output(n, f"{prefix}{n}", "stream", "p", "t", content(n)) for n in numbers
     )
 
 

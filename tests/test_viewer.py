@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from support import FACTOR, Daemon, Kernel
+from support import FACTOR, Daemon, Kernel, stream_batch
 
 from nbrelay import protocol
 
@@ -318,18 +318,7 @@ def send_lines(ws: Any, first: int, last: int) -> None:
     """Messages ``first``..``last`` of an ingest connection, each one line ``line {n}``."""
     for start in range(first, last + 1, 2000):
         numbers = range(start, min(start + 2000, last + 1))
-        entries = (
-            protocol.encode_output(
-                n,
-                f"m{n}",
-                "stream",
-                "cell",
-                "t",
-                json.dumps({"name": "stdout", "text": f"line {n}\n"}),
-            )
-            for n in numbers
-        )
-        ws.send(protocol.encode_batch(entries))
+        ws.send(stream_batch(numbers, lambda n: f"line {n}\n"))
         assert json.loads(ws.recv(10 * FACTOR))["acked"] == numbers[-1]
 
 
