@@ -34,12 +34,15 @@ class Entry:
 class Outbox:
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # take() waits here for output to send
+        self._drained = threading.Condition(lock)  # wait_acked() waits here for acks
         self._unsent: deque[Entry] = deque()
         self._inflight: deque[Entry] = deque()  # sent on the current connection, not yet acked
         self._bytes = 0
         self._next_n = 1
         self._woken = False
+        self._idle = False  # take() waits for the first message after a quiet spell
         self._last_take = float("-inf")  # when the last non-empty batch was taken
         self.acked = 0
         self.dropped = 0  # messages dropped because the buffer was full, ever
@@ -56,29 +59,34 @@ class Outbox:
                 oldest = self._inflight.popleft() if self._inflight else self._unsent.popleft()
                 self._bytes -= oldest.size
                 self.dropped += 1
-            if len(self._unsent) in (1, BURST):  # the sender waits for the first, or spaces
+            # Wake take() only for what it waits for: see its docstring.
+            if len(self._unsent) == BURST or (self._idle and len(self._unsent) == 1):
                 self._cond.notify()
 
     def take(self, max_bytes: int, timeout: float, spacing: float = 0.0) -> list[Entry]:
         """Unsent entries in order, up to ``max_bytes`` (at least one).
 
-        Waits up to ``timeout`` for one; returns [] on timeout or wake(). Batches are taken at
-        most every ``spacing`` seconds unless :data:`BURST` messages wait: while output is
-        sustained, one frame for many messages costs the kernel's own threads far less (in
-        the GIL) than one frame per message, and no message waits longer than ``spacing``.
-        After a quiet spell the first message goes at once.
+        Batches are taken at most every ``spacing`` seconds unless :data:`BURST` messages
+        wait: while output is sustained, one frame for many messages costs the kernel's own
+        threads far less (in the GIL) than one frame per message, and no message waits longer
+        than ``spacing``. Once the spacing is up and nothing waits, it waits up to ``timeout``
+        for the next message, which then goes at once; returns [] on timeout or wake().
+
+        The spacing is waited out whatever arrives meanwhile, so that put() need not wake
+        this thread for each message: every wake is a thread switch in the kernel's process.
         """
         with self._cond:
+            deadline = self._last_take + spacing
+            while (
+                not self._woken
+                and len(self._unsent) < BURST
+                and (left := deadline - time.monotonic()) > 0
+            ):
+                self._cond.wait(left)
             if not self._unsent and not self._woken:
+                self._idle = True
                 self._cond.wait(timeout)
-            if self._unsent:
-                deadline = self._last_take + spacing
-                while (
-                    not self._woken
-                    and len(self._unsent) < BURST
-                    and (left := deadline - time.monotonic()) > 0
-                ):
-                    self._cond.wait(left)
+                self._idle = False
             self._woken = False
             batch: list[Entry] = []
             size = 0
@@ -98,8 +106,8 @@ class Outbox:
             for queue in (self._inflight, self._unsent):
                 while queue and queue[0].n <= acked:
                     self._bytes -= queue.popleft().size
-            if not self._inflight:  # only wait_acked() waits for acks; take() waits for more
-                self._cond.notify_all()  # to send, and waking it here would cost the kernel
+            if not self._inflight:  # only wait_acked() cares; take() sleeps on
+                self._drained.notify_all()
 
     def rewind(self, acked: int) -> None:
         """A new connection: what was in flight and not acked goes out again, in order."""
@@ -113,11 +121,12 @@ class Outbox:
         with self._cond:
             self._woken = True
             self._cond.notify_all()
+            self._drained.notify_all()
 
     def wait_acked(self, timeout: float) -> bool:
         """Wait until nothing is in flight; True if so."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._inflight or self._woken, timeout) and (
+            return self._drained.wait_for(lambda: not self._inflight or self._woken, timeout) and (
                 not self._inflight
             )
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from support import wait_for
 
 from nbrelay.kernel_hook.outbox import BURST, ENTRY_OVERHEAD, Entry, Outbox
 
@@ -81,3 +85,45 @@ def test_sustained_output_waits_for_the_spacing_or_a_burst() -> None:
     put(box, BURST)  # the taker sees the first of them and waits for the rest
     taker.join(10)
     assert result == [BURST]
+
+
+@contextmanager
+def sender_asleep(box: Outbox, spacing: float) -> Iterator[list[list[int]]]:
+    """A thread in ``box.take``, asleep; asserts that nothing in the block woke it.
+
+    threading.Condition.notify() removes the lock a waiter sleeps on from ``_waiters`` there
+    and then, and a waiter that wakes and waits again sleeps on a new one: the same lock
+    before and after the block means the thread slept through it.
+    """
+    taken: list[list[int]] = []
+    taker = threading.Thread(
+        target=lambda: taken.append([e.n for e in box.take(10**6, timeout=30, spacing=spacing)])
+    )
+    taker.start()
+    waiters = box._cond._waiters  # type: ignore[attr-defined]
+    try:
+        (sleeping,) = wait_for(lambda: list(waiters), what="the sender to wait")
+        yield taken
+        assert list(waiters) == [sleeping], "the sender was woken"
+    finally:
+        box.wake()
+        taker.join(10)
+
+
+def test_output_during_the_spacing_does_not_wake_the_sender() -> None:
+    """Each wake is a thread switch in the kernel: a sender waiting out the spacing sleeps on."""
+    box = Outbox(limit_bytes=10**8)
+    put(box, 1)
+    box.take(1000, timeout=0)
+    with sender_asleep(box, spacing=60):
+        put(box, BURST - 1)
+
+
+def test_an_ack_does_not_wake_a_sender_waiting_for_output() -> None:
+    """Acks matter to wait_acked() only; a sender with nothing to send sleeps through them."""
+    box = Outbox(limit_bytes=10**6)
+    put(box, 1)
+    box.take(1000, timeout=0)
+    with sender_asleep(box, spacing=0):
+        box.ack(1)
+    assert box.stats()["pending"] == 0
