@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from common import Daemon, machine
+from support import header
 
 from nbrelay import protocol
 from nbrelay.kernel_hook.outbox import Outbox
@@ -47,7 +48,7 @@ def hooks_push(daemon: Daemon, clients: int, messages: int, size: int) -> float:
 
     def produce(outbox: Outbox) -> None:
         for n in range(messages):
-            outbox.put(f"m{n}", "stream", "2026-01-01T00:00:00Z", PARENT, body)
+            outbox.put(header(f"m{n}", date="2026-01-01T00:00:00Z"), PARENT, body)
 
     producers = [threading.Thread(target=produce, args=(o,)) for o, _ in senders]
     for p in producers:

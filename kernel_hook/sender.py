@@ -46,15 +46,37 @@ def _parent_msg_id(parent: bytes) -> str | None:
     return msg_id if isinstance(msg_id, str) and msg_id else None
 
 
-def _encode(entry: Entry, max_output_bytes: int) -> str:
+def _header(entry: Entry) -> tuple[str, str, str] | None:
+    """msg_id, msg_type and date from the header: parsed here, not on the IOPub thread."""
+    try:
+        header = json.loads(entry.header)
+        fields = header["msg_id"], header["msg_type"], header["date"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    msg_id, msg_type, date = fields
+    if (
+        isinstance(msg_id, str)
+        and msg_id
+        and msg_type in protocol.CAPTURED_TYPES
+        and isinstance(date, str)
+        and date
+    ):
+        return fields
+    return None
+
+
+def _encode(entry: Entry, max_output_bytes: int) -> str | None:
+    """The entry's batch line; None for a header the daemon would refuse (never from Jupyter)."""
+    fields = _header(entry)
+    if fields is None:
+        return None
+    msg_id, msg_type, date = fields
     parent_msg_id = _parent_msg_id(entry.parent)
     # ipykernel's JSON, as is; "replace" only matters for invalid UTF-8, which JSON can't carry.
     content = entry.content.decode("utf-8", "replace")
     if len(entry.content) > max_output_bytes:  # cut here what could not be stored whole
         content = json.dumps(protocol.fit_content(json.loads(content), max_output_bytes))
-    return protocol.encode_output(
-        entry.n, entry.msg_id, entry.msg_type, parent_msg_id, entry.time, content
-    )
+    return protocol.encode_output(entry.n, msg_id, msg_type, parent_msg_id, date, content)
 
 
 class Sender:
@@ -72,6 +94,7 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="nbrelay-sender", daemon=True)
         self._problem: str | None = None
         self._handshakes = 0
+        self._skipped = 0  # messages whose header could not be read
         self._reader_error: Exception | None = None  # why the ack reader stopped
         self.endpoint: Endpoint | None = None
         self.connected = False
@@ -162,6 +185,11 @@ class Sender:
             size = 0
             for entry in batch:
                 text = _encode(entry, welcome.max_output_bytes)
+                if text is None:  # the daemon stores a gap record for its number
+                    self._skipped += 1
+                    if self._skipped == 1:
+                        log.error("nbrelay: skipped a message with an unreadable header")
+                    continue
                 length = len(text) if text.isascii() else len(text.encode())
                 if frame and size + length > limit:
                     ws.send(protocol.encode_batch(frame))

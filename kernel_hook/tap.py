@@ -5,6 +5,10 @@ thread: streams, displays, errors, status, and the messages that forked children
 to the parent. Wrapping that one method on the instance therefore sees exactly what the
 notebook client receives, in the same order, already serialised, and costs the user's own
 threads nothing. Removing the instance attribute restores the class's method exactly.
+
+Every ``print(..., flush=True)`` waits for the IOPub thread, so what runs there runs in the
+user's loop: the tap only finds the message type and hands over ipykernel's bytes; the
+sender thread parses the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -22,7 +27,11 @@ from ..protocol import CAPTURED_TYPES
 log = logging.getLogger("nbrelay.kernel_hook")
 
 DELIM = b"<IDS|MSG>"
-Sink = Callable[[str, str, str, bytes, bytes], None]  # msg_id, msg_type, time, parent, content
+Sink = Callable[[bytes, bytes, bytes], None]  # header, parent, content, as serialised
+# A key can only be a key here: a quote inside a JSON string is escaped. An escaped value
+# does not match, and the header is then parsed (see _capture).
+MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([^"\\]*)"')
+CAPTURED = frozenset(t.encode() for t in CAPTURED_TYPES)
 
 
 def _frame(frame: Any) -> bytes:
@@ -56,12 +65,14 @@ class IOPubTap:
 
     def _capture(self, msg: list[Any]) -> None:
         i = msg.index(DELIM)  # [idents..., DELIM, HMAC, header, parent, metadata, content, ...]
-        header = json.loads(_frame(msg[i + 2]))
-        msg_type = header.get("msg_type")
-        if msg_type in CAPTURED_TYPES:
-            self._sink(
-                header["msg_id"], msg_type, header["date"], _frame(msg[i + 3]), _frame(msg[i + 5])
-            )
+        header = _frame(msg[i + 2])
+        found = MSG_TYPE.search(header)
+        if found is not None:
+            captured = found[1] in CAPTURED
+        else:  # e.g. an escape in the value: rare, so parse
+            captured = json.loads(header).get("msg_type") in CAPTURED_TYPES
+        if captured:
+            self._sink(header, _frame(msg[i + 3]), _frame(msg[i + 5]))
 
     def attach(self) -> None:
         self._iopub._really_send = self._tapped

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from support import Daemon
+from support import Daemon, header
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -131,7 +131,7 @@ def run(
                 content = json.dumps(
                     {"name": "stdout", "text": f"kernel {k} line {n}\n", "sent": time.time()}
                 ).encode()
-                outbox.put(f"load{k}-{n}", "stream", now_iso(), PARENT, content)
+                outbox.put(header(f"load{k}-{n}"), PARENT, content)
                 sent += 1
         time.sleep(0.01)  # pacing the producers, not synchronising on anything
     deadline = time.monotonic() + 60

@@ -45,6 +45,12 @@ CAPTURED = {
 }
 
 
+def header(msg_id: str, msg_type: str = "stream", date: str | None = None) -> bytes:
+    """A message header as jupyter_client serialises it: what an Outbox is given."""
+    fields = {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": "test"}
+    return json.dumps(fields | {"date": date or protocol.now_iso(), "version": "5.4"}).encode()
+
+
 def wait_for(condition: Callable[[], T], timeout: float = 10, what: str = "condition") -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout * FACTOR

@@ -18,6 +18,7 @@ from support import (
     Kernel,
     as_record,
     comparable,
+    header,
     relayed,
     stream,
     stream_batch,
@@ -26,6 +27,9 @@ from support import (
 from websockets.sync.client import connect
 
 from nbrelay import protocol
+from nbrelay.kernel_hook.outbox import Outbox
+from nbrelay.kernel_hook.sender import Sender
+from nbrelay.runtime import Endpoint
 
 
 def test_buffer_overflow_leaves_an_explicit_gap(tmp_path: Path) -> None:
@@ -144,6 +148,30 @@ def test_daemon_drops_resends_and_records_gaps(daemon: Daemon) -> None:
         "m7",
     ]
     assert records[5]["content"]["dropped"] == 2
+
+
+def test_a_message_with_an_unreadable_header_is_a_gap_and_the_rest_arrives(
+    daemon: Daemon,
+) -> None:
+    """The sender reads headers (the tap only finds the type): one it cannot read, e.g. with
+    no msg_id, is skipped there, not sent to be refused, and the daemon records its number
+    as a gap."""
+    outbox = Outbox(limit_bytes=2**20)
+    hello = protocol.Hello("odd-kernel", "odd-session", None, "h", 1, protocol.now_iso())
+    content = b'{"name": "stdout", "text": "x\\n"}'
+    outbox.put(header("first"), b"{}", content)
+    outbox.put(b'{"msg_type": "stream", "date": "2026-01-01T00:00:00Z"}', b"{}", content)
+    outbox.put(header("third"), b"{}", content)
+    sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
+    sender.start()
+    assert sender.close(10 * FACTOR)  # everything acknowledged
+    records = daemon.messages(kernel_id="odd-kernel")
+    assert [r["msg_id"] for r in records] == [
+        "odd-session:start",
+        "first",
+        "odd-session:gap:2",
+        "third",
+    ]
 
 
 def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> None:

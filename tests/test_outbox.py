@@ -6,21 +6,23 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from support import wait_for
+from support import header, wait_for
 
 from nbrelay.kernel_hook.outbox import BURST, ENTRY_OVERHEAD, Entry, Outbox
 
+HEADER = header("m")
+
 
 def put(box: Outbox, count: int, size: int = 100) -> None:
-    for i in range(count):
-        box.put(f"m{i}", "stream", "t", b"{}", b"x" * size)
+    for _ in range(count):
+        box.put(HEADER, b"{}", b"x" * size)
 
 
 def test_numbers_batches_and_acks() -> None:
     """Messages are numbered from 1, taken in order within the byte budget, forgotten once acked."""
     box = Outbox(limit_bytes=10**6)
     put(box, 5)
-    entry_size = 100 + 2 + ENTRY_OVERHEAD
+    entry_size = len(HEADER) + 2 + 100 + ENTRY_OVERHEAD
     first = box.take(max_bytes=2 * entry_size, timeout=0)
     assert [e.n for e in first] == [1, 2]
     assert [e.n for e in box.take(max_bytes=10**6, timeout=0)] == [3, 4, 5]
@@ -41,7 +43,7 @@ def test_rewind_resends_what_was_not_acked_in_order() -> None:
 
 def test_overflow_drops_oldest_and_counts() -> None:
     """A full outbox never blocks the kernel: the oldest messages go, and are counted."""
-    entry_size = 1000 + 2 + ENTRY_OVERHEAD
+    entry_size = len(HEADER) + 2 + 1000 + ENTRY_OVERHEAD
     box = Outbox(limit_bytes=10 * entry_size)
     put(box, 25, size=1000)
     stats = box.stats()
