@@ -94,7 +94,7 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="nbrelay-sender", daemon=True)
         self._problem: str | None = None
         self._handshakes = 0
-        self._skipped = 0  # messages whose header could not be read
+        self._skip_logged = False  # a message with an unreadable header was skipped
         self._reader_error: Exception | None = None  # why the ack reader stopped
         self.endpoint: Endpoint | None = None
         self.connected = False
@@ -186,8 +186,8 @@ class Sender:
             for entry in batch:
                 text = _encode(entry, welcome.max_output_bytes)
                 if text is None:  # the daemon stores a gap record for its number
-                    self._skipped += 1
-                    if self._skipped == 1:
+                    if not self._skip_logged:
+                        self._skip_logged = True
                         log.error("nbrelay: skipped a message with an unreadable header")
                     continue
                 length = len(text) if text.isascii() else len(text.encode())

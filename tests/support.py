@@ -47,8 +47,15 @@ CAPTURED = {
 
 def header(msg_id: str, msg_type: str = "stream", date: str | None = None) -> bytes:
     """A message header as jupyter_client serialises it: what an Outbox is given."""
-    fields = {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": "test"}
-    return json.dumps(fields | {"date": date or protocol.now_iso(), "version": "5.4"}).encode()
+    fields = {
+        "msg_id": msg_id,
+        "msg_type": msg_type,
+        "username": "test",
+        "session": "test",
+        "date": date or protocol.now_iso(),
+        "version": "5.4",
+    }
+    return json.dumps(fields).encode()
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10, what: str = "condition") -> T:
