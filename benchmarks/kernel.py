@@ -3,13 +3,14 @@
 Overhead: the same cells, (a) 200,000 plain prints and (b) 20,000 prints with flush=True (one
 IOPub message each), timed from execute to idle, in a kernel without nbrelay, one with
 ``%load_ext nbrelay``, and one mirroring stdout to a log file through ipykernel's
-``OutStream.echo`` (what people paste today), alternating runs.
+``OutStream.echo`` (what people paste today); several kernels of each, in shuffled order,
+with a second group of plain kernels as the control.
 
 Latency: a kernel prints a line every 2 ms; viewers on /ws/view note when each record
 arrives, against the time the kernel put in the message header. With 1 and with 20 viewers;
 and with 1 viewer, a line every 50 ms (output now and then, as most cells print).
 
-    python benchmarks/kernel.py [--runs 5]
+    python benchmarks/kernel.py [--kernels 3] [--runs 3]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import tempfile
 import threading
@@ -40,29 +42,45 @@ def timed(kernel: Kernel, code: str) -> float:
     return time.perf_counter() - start
 
 
-def overhead(daemon: Daemon, runs: int) -> dict[str, dict[str, float]]:
-    plain, relayed, echoed = (Kernel(daemon.runtime_dir) for _ in range(3))
+VARIANTS = {  # the cells that set a kernel up
+    "plain": [],
+    "plain (control)": [],
+    "nbrelay": ["%load_ext nbrelay"],
+    "echo to file": ["import sys, tempfile\nsys.stdout.echo = tempfile.TemporaryFile('w')"],
+}
+
+
+def overhead(daemon: Daemon, kernels: int, runs: int) -> dict[str, dict[str, float]]:
+    """Slowdown of each variant against the plain kernels: median of all its timings.
+
+    Two identical kernels on this kind of machine differ by up to 10 % for a whole run, so
+    each variant gets several kernels, and a second group of plain kernels is measured like
+    the others: its figure is what the method cannot tell apart from zero. Every round runs
+    all kernels in a new shuffled order, so that no variant always runs first or after
+    another."""
+    pool = [(label, Kernel(daemon.runtime_dir)) for _ in range(kernels) for label in VARIANTS]
     try:
-        relayed.run_ok("%load_ext nbrelay")
-        echoed.run_ok("import sys, tempfile\nsys.stdout.echo = tempfile.TemporaryFile('w')")
+        for label, kernel in pool:
+            for cell in VARIANTS[label]:
+                kernel.run_ok(cell)
         results = {}
         for name, code in CELLS.items():
-            times: dict[str, list[float]] = {"plain": [], "nbrelay": [], "echo to file": []}
-            for _ in range(runs):  # alternate, so drift hits all three alike
-                for label, kernel in (
-                    ("plain", plain),
-                    ("nbrelay", relayed),
-                    ("echo to file", echoed),
-                ):
+            times: dict[str, list[float]] = {label: [] for label in VARIANTS}
+            for run in range(runs):
+                order = pool[:]
+                random.Random(run).shuffle(order)
+                for label, kernel in order:
                     times[label].append(timed(kernel, code))
             base = statistics.median(times["plain"])
             results[name] = {
-                label: round(statistics.median(t) / base - 1, 3) for label, t in times.items()
-            } | {"plain_s": round(base, 3)}
+                label: round(statistics.median(t) / base - 1, 3)
+                for label, t in times.items()
+                if label != "plain"
+            } | {"plain_s": round(base, 3), "timings_per_variant": kernels * runs}
         return results
     finally:
-        for k in (plain, relayed, echoed):
-            k.shutdown()
+        for _, kernel in pool:
+            kernel.shutdown()
 
 
 def latency(
@@ -130,7 +148,8 @@ def latency(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--kernels", type=int, default=3, help="kernels per variant")
+    parser.add_argument("--runs", type=int, default=3, help="timings per kernel and cell")
     parser.add_argument("--lines", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +157,7 @@ def main() -> None:
         try:
             result = {
                 "benchmark": "kernel overhead (slowdown vs plain) and latency",
-                "overhead": overhead(daemon, args.runs),
+                "overhead": overhead(daemon, args.kernels, args.runs),
                 "latency": [latency(daemon, n, args.lines) for n in (1, 20)]
                 + [latency(daemon, 1, args.lines // 5, every=0.05)],  # output now and then
                 "machine": machine(),

@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FULL = [
     ["ingest.py", "--messages", "40000"],
-    ["kernel.py", "--runs", "3"],
+    ["kernel.py", "--kernels", "3", "--runs", "3"],
     ["replay.py", "--records", "1000000"],
     ["viewer.py", "--records", "1000000", "--runs", "5"],
     ["load.py", "--seconds", "60"],
@@ -22,7 +22,7 @@ FULL = [
 ]
 QUICK = [
     ["ingest.py", "--messages", "2000"],
-    ["kernel.py", "--runs", "1", "--lines", "100"],
+    ["kernel.py", "--kernels", "1", "--runs", "1", "--lines", "100"],
     ["replay.py", "--records", "5000"],
     ["viewer.py", "--records", "5000", "--runs", "1"],
     ["load.py", "--seconds", "3"],
