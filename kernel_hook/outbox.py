@@ -109,6 +109,18 @@ class Outbox:
             if not self._inflight:  # only wait_acked() cares; take() sleeps on
                 self._drained.notify_all()
 
+    def forget(self, entry: Entry) -> None:
+        """Drop a taken entry the sender could not send: no ack will ever cover it when it is
+        the last in flight, and close() waits for acks."""
+        with self._cond:
+            try:
+                self._inflight.remove(entry)
+            except ValueError:  # already acked, after a later number
+                return
+            self._bytes -= entry.size
+            if not self._inflight:
+                self._drained.notify_all()
+
     def rewind(self, acked: int) -> None:
         """A new connection: what was in flight and not acked goes out again, in order."""
         self.ack(acked)

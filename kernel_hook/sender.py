@@ -186,6 +186,7 @@ class Sender:
             for entry in batch:
                 text = _encode(entry, welcome.max_output_bytes)
                 if text is None:  # the daemon stores a gap record for its number
+                    self.outbox.forget(entry)
                     if not self._skip_logged:
                         self._skip_logged = True
                         log.error("nbrelay: skipped a message with an unreadable header")

@@ -174,6 +174,22 @@ def test_a_message_with_an_unreadable_header_is_a_gap_and_the_rest_arrives(
     ]
 
 
+def test_an_unreadable_last_message_does_not_hold_up_close(daemon: Daemon) -> None:
+    """No later number's ack covers a skipped message that was the last one: close() must
+    not wait for it (it waited out its whole timeout and reported output as lost)."""
+    outbox = Outbox(limit_bytes=2**20)
+    hello = protocol.Hello("odd-end", "odd-end-session", None, "h", 1, protocol.now_iso())
+    outbox.put(header("first"), b"{}", b'{"name": "stdout", "text": "x\\n"}')
+    outbox.put(b'{"msg_type": "stream"}', b"{}", b'{"name": "stdout", "text": "y\\n"}')
+    sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
+    sender.start()
+    assert sender.close(10 * FACTOR)  # False, after 10 s, when it waited for an ack
+    assert [r["msg_id"] for r in daemon.messages(kernel_id="odd-end")] == [
+        "odd-end-session:start",
+        "first",
+    ]
+
+
 def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> None:
     """Ingest keeps being acknowledged while a viewer reads nothing; that viewer later gets
     every record, in order, from its own cursor."""
