@@ -41,17 +41,19 @@ SPACING = 0.010  # while output is sustained, a frame goes at most this often (O
 @functools.lru_cache(maxsize=64)
 def _parent_msg_id(parent: bytes) -> str | None:
     """The msg_id in a parent header: one parse per cell, as a cell's messages share it."""
-    header = json.loads(parent) if parent else {}
-    msg_id = header.get("msg_id") if isinstance(header, dict) else None
+    try:
+        msg_id = protocol.loads_object(parent).get("msg_id") if parent else None
+    except ProtocolError:
+        return None
     return msg_id if isinstance(msg_id, str) and msg_id else None
 
 
 def _header(entry: Entry) -> tuple[str, str, str] | None:
     """msg_id, msg_type and date from the header: parsed here, not on the IOPub thread."""
     try:
-        header = json.loads(entry.header)
+        header = protocol.loads_object(entry.header)
         fields = header["msg_id"], header["msg_type"], header["date"]
-    except (ValueError, TypeError, KeyError):
+    except (ProtocolError, KeyError):
         return None
     msg_id, msg_type, date = fields
     if (

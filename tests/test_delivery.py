@@ -155,22 +155,24 @@ def test_a_message_with_an_unreadable_header_is_a_gap_and_the_rest_arrives(
 ) -> None:
     """The sender reads headers (the tap only finds the type): one it cannot read, e.g. with
     no msg_id, is skipped there, not sent to be refused, and the daemon records its number
-    as a gap."""
+    as a gap. A parent header it cannot read is no parent."""
     outbox = Outbox(limit_bytes=2**20)
     hello = protocol.Hello("odd-kernel", "odd-session", None, "h", 1, protocol.now_iso())
     content = b'{"name": "stdout", "text": "x\\n"}'
     outbox.put(header("first"), b"{}", content)
     outbox.put(b'{"msg_type": "stream", "date": "2026-01-01T00:00:00Z"}', b"{}", content)
     outbox.put(header("third"), b"{}", content)
+    outbox.put(header("fourth"), b"not json", content)  # it killed the sender
     sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
     sender.start()
     assert sender.close(10 * FACTOR)  # everything acknowledged
     records = daemon.messages(kernel_id="odd-kernel")
-    assert [r["msg_id"] for r in records] == [
-        "odd-session:start",
-        "first",
-        "odd-session:gap:2",
-        "third",
+    assert [(r["msg_id"], r["parent_msg_id"]) for r in records] == [
+        ("odd-session:start", None),
+        ("first", None),
+        ("odd-session:gap:2", None),
+        ("third", None),
+        ("fourth", None),
     ]
 
 
