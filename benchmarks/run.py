@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FULL = [
     ["ingest.py", "--messages", "40000"],
-    ["kernel.py", "--kernels", "3", "--runs", "3"],
+    ["kernel.py"],
     ["replay.py", "--records", "1000000"],
     ["viewer.py", "--records", "1000000", "--runs", "5"],
     ["load.py", "--seconds", "60"],
