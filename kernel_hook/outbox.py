@@ -19,16 +19,31 @@ BURST = 256  # messages that end a sender's wait for its next frame at once
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is built several times slower
 class Entry:
-    """One message as ipykernel serialised it: parsed by the sender, not on the IOPub thread."""
+    """One message as ipykernel serialised it: parsed by the sender, not on the IOPub thread.
+
+    Its three frames are kept as one copy, so that ipykernel's own objects for the message
+    are freed at once, as without nbrelay (see docs/benchmarks.md, 2026-11-26)."""
 
     n: int
-    header: bytes
-    parent: bytes
-    content: bytes
+    frames: bytes  # header, parent and content, joined
+    header_end: int
+    parent_end: int
+
+    @property
+    def header(self) -> bytes:
+        return self.frames[: self.header_end]
+
+    @property
+    def parent(self) -> bytes:
+        return self.frames[self.header_end : self.parent_end]
+
+    @property
+    def content(self) -> bytes:
+        return self.frames[self.parent_end :]
 
     @property
     def size(self) -> int:
-        return len(self.header) + len(self.parent) + len(self.content) + ENTRY_OVERHEAD
+        return len(self.frames) + ENTRY_OVERHEAD
 
 
 class Outbox:
@@ -50,7 +65,9 @@ class Outbox:
     def put(self, header: bytes, parent: bytes, content: bytes) -> None:
         """Number and keep one message. Never blocks: when full, the oldest messages go."""
         with self._cond:
-            entry = Entry(self._next_n, header, parent, content)
+            header_end = len(header)
+            parent_end = header_end + len(parent)
+            entry = Entry(self._next_n, header + parent + content, header_end, parent_end)
             self._next_n += 1
             self._unsent.append(entry)
             self._bytes += entry.size
