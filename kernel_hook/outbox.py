@@ -21,29 +21,26 @@ BURST = 256  # messages that end a sender's wait for its next frame at once
 class Entry:
     """One message as ipykernel serialised it: parsed by the sender, not on the IOPub thread.
 
-    Its three frames are kept as one copy, so that ipykernel's own objects for the message
-    are freed at once, as without nbrelay (see docs/benchmarks.md, 2026-11-26)."""
+    Header and parent are kept as one joined copy, so that ipykernel's own small objects for
+    the message are freed at once, as without nbrelay (see docs/benchmarks.md, 2026-11-26);
+    the content, which can be large, is not copied."""
 
     n: int
-    frames: bytes  # header, parent and content, joined
+    headers: bytes  # header and parent, joined
     header_end: int
-    parent_end: int
+    content: bytes
 
     @property
     def header(self) -> bytes:
-        return self.frames[: self.header_end]
+        return self.headers[: self.header_end]
 
     @property
     def parent(self) -> bytes:
-        return self.frames[self.header_end : self.parent_end]
-
-    @property
-    def content(self) -> bytes:
-        return self.frames[self.parent_end :]
+        return self.headers[self.header_end :]
 
     @property
     def size(self) -> int:
-        return len(self.frames) + ENTRY_OVERHEAD
+        return len(self.headers) + len(self.content) + ENTRY_OVERHEAD
 
 
 class Outbox:
@@ -65,9 +62,7 @@ class Outbox:
     def put(self, header: bytes, parent: bytes, content: bytes) -> None:
         """Number and keep one message. Never blocks: when full, the oldest messages go."""
         with self._cond:
-            header_end = len(header)
-            parent_end = header_end + len(parent)
-            entry = Entry(self._next_n, header + parent + content, header_end, parent_end)
+            entry = Entry(self._next_n, header + parent, len(header), content)
             self._next_n += 1
             self._unsent.append(entry)
             self._bytes += entry.size
