@@ -10,7 +10,7 @@ Latency: a kernel prints a line every 2 ms; viewers on /ws/view note when each r
 arrives, against the time the kernel put in the message header. With 1 and with 20 viewers;
 and with 1 viewer, a line every 50 ms (output now and then, as most cells print).
 
-    python benchmarks/kernel.py [--kernels 3] [--runs 3]
+    python benchmarks/kernel.py [--kernels 6] [--runs 2]
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ class Outbox:
         with self._cond:
             try:
                 self._inflight.remove(entry)
-            except ValueError:  # already acked, after a later number
+            except ValueError:  # gone already: dropped for room, or acked after a later one
                 return
             self._bytes -= entry.size
             if not self._inflight:

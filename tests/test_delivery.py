@@ -162,7 +162,7 @@ def test_a_message_with_an_unreadable_header_is_a_gap_and_the_rest_arrives(
     outbox.put(header("first"), b"{}", content)
     outbox.put(b'{"msg_type": "stream", "date": "2026-01-01T00:00:00Z"}', b"{}", content)
     outbox.put(header("third"), b"{}", content)
-    outbox.put(header("fourth"), b"not json", content)  # it killed the sender
+    outbox.put(header("fourth"), b"not json", content)  # this ended the sender thread
     sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
     sender.start()
     assert sender.close(10 * FACTOR)  # everything acknowledged
