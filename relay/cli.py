@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--records",
         type=int,
         default=20,
-        help="without --since: start this many records (outputs, not lines) back",
+        help="without --since: start this many outputs back (not lines; a status is no output)",
     )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     export = commands.add_parser(

@@ -152,12 +152,7 @@ def tail(args: argparse.Namespace) -> int:
     client = Client()
     kernel = client.kernel(args.kernel)
     kernel_id = kernel["kernel_id"]
-    since = args.since
-    if since is None:  # the last N records, found by reading backwards
-        page = client.get(
-            "api/messages", kernel_id=kernel_id, before=2**63 - 1, limit=max(1, args.records)
-        )
-        since = page["messages"][0]["seq"] - 1 if page["messages"] else page["last_seq"]
+    since = _before_last(client, kernel_id, args.records) if args.since is None else args.since
     records = client.follow(kernel_id, since) if args.follow else client.history(kernel_id, since)
     out = sys.stdout
     try:
@@ -168,6 +163,24 @@ def tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         out.write("\n")
     return 0
+
+
+def _before_last(client: Client, kernel_id: str, count: int) -> int:
+    """The seq just before the kernel's last ``count`` records that print something, read
+    backwards. Status records print nothing, and a kernel that shut down ends with them: a
+    count that included them showed nothing at all for ``-n 3``."""
+    before = 2**63 - 1
+    while True:
+        page = client.get("api/messages", kernel_id=kernel_id, before=before, limit=100)
+        messages = page["messages"]
+        for record in reversed(messages):
+            if render(record):
+                count -= 1
+                if count <= 0:
+                    return int(record["seq"]) - 1
+        if not messages:
+            return 0  # fewer than ``count``: all of them
+        before = messages[0]["seq"]
 
 
 def _write_live(records: Any, out: TextIO) -> None:

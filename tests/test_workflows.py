@@ -73,10 +73,15 @@ def test_tail_prints_a_kernels_output_as_a_log(ran: tuple[Daemon, Kernel], name:
 
 
 def test_tail_starts_near_the_end(ran: tuple[Daemon, Kernel]) -> None:
-    daemon, _ = ran
+    """-n counts what prints: the kernel's last records are statuses, which print nothing
+    (with them counted, `-n 1` printed nothing)."""
+    daemon, kernel = ran
+    assert daemon.messages(kernel_id=kernel.kernel_id)[-1]["msg_type"] == "status"
     result = cli(daemon, "tail", "-n", "3")
     assert result.returncode == 0, result.stderr
     assert "42" in result.stdout and "progress" not in result.stdout
+    last = cli(daemon, "tail", "-n", "1").stdout.strip()
+    assert last.startswith("Out[") and last.endswith("]: 42"), last
 
 
 def test_unknown_kernel_wrong_token_and_no_daemon_are_one_line_errors(
