@@ -19,12 +19,17 @@ log = logging.getLogger("nbrelay.retention")
 
 CHUNK = 5000  # records deleted per transaction
 LOW_WATER = 0.9  # prune down to this share of --max-size, so it does not run at every commit
+# Ages are checked at most this often (and every 1 % of --max-age, if that is shorter): once
+# records age out, every check finds some, and finding the boundary takes ~20 reads, during
+# which commits, and so every viewer's live output, wait.
+AGE_CHECK_EVERY = 60.0
 
 
 class Retention:
     def __init__(self, max_bytes: int, max_age: float) -> None:
         self.max_bytes = max_bytes  # 0: no limit
         self.max_age = max_age  # seconds; 0: no limit
+        self._age_checked = float("-inf")  # when (monotonic) _too_old last looked
 
     async def boundary(self, db: aiosqlite.Connection) -> int:
         """The seq to prune through to be within the limits, or 0 if nothing is over."""
@@ -60,13 +65,20 @@ class Retention:
 
     async def _too_old(self, db: aiosqlite.Connection) -> int:
         """The last seq stored before the age limit (records are stored in time order)."""
-        if not self.max_age:
+        now = time.monotonic()
+        if not self.max_age or now - self._age_checked < min(AGE_CHECK_EVERY, self.max_age / 100):
             return 0
+        self._age_checked = now
         cutoff = time.time() - self.max_age
-        rows = list(await db.execute_fetchall("SELECT min(seq), max(seq) FROM records"))
-        low, high = rows[0]
-        if low is None:
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT seq, stored, (SELECT max(seq) FROM records) FROM records "
+                "ORDER BY seq LIMIT 1"
+            )
+        )
+        if not rows or rows[0][1] >= cutoff:  # the oldest is young enough: nothing to search
             return 0
+        low, _, high = rows[0]
         boundary = 0
         while low <= high:  # binary search: seq order is storing order
             mid = (low + high) // 2
@@ -102,8 +114,8 @@ class Retention:
 async def used_bytes(db: aiosqlite.Connection) -> int:
     """Bytes the database uses, not counting free pages (the file keeps its size and reuses
     them, so this is what stays under --max-size)."""
-    (pages,), (free,), (size,) = [
-        list(await db.execute_fetchall(f"PRAGMA {name}"))[0]
-        for name in ("page_count", "freelist_count", "page_size")
-    ]
-    return int((pages - free) * size)
+    rows = await db.execute_fetchall(
+        "SELECT (page_count - freelist_count) * page_size "
+        "FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+    )
+    return int(next(iter(rows))[0])
