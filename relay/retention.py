@@ -1,19 +1,18 @@
 """Bounded storage: the oldest records go first once the database is too big or too old.
 
 Pruning removes a prefix of the log (every record up to some seq), in small transactions run
-by the store's writer between commits, so ingest never waits long. What was removed is
-remembered as ``pruned_through``: a viewer asking for older records gets a gap notice saying
-which seqs are gone and how many records that is, never a silent hole. Seqs are never reused
-(``records.seq`` is AUTOINCREMENT). A kernel whose whole history was pruned leaves the list;
-the kernels used longest ago therefore go first.
+by the store's writer on its thread between commits, so ingest never waits long. What was
+removed is remembered as ``pruned_through``: a viewer asking for older records gets a gap
+notice saying which seqs are gone and how many records that is, never a silent hole. Seqs
+are never reused (``records.seq`` is AUTOINCREMENT). A kernel whose whole history was pruned
+leaves the list; the kernels used longest ago therefore go first.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-
-import aiosqlite
 
 log = logging.getLogger("nbrelay.retention")
 
@@ -31,62 +30,57 @@ class Retention:
         self.max_age = max_age  # seconds; 0: no limit
         self._age_checked = float("-inf")  # when (monotonic) _too_old last looked
 
-    async def boundary(self, db: aiosqlite.Connection) -> int:
+    def boundary(self, db: sqlite3.Connection) -> int:
         """The seq to prune through to be within the limits, or 0 if nothing is over."""
-        return max(await self._too_old(db), await self._too_big(db))
+        return max(self._too_old(db), self._too_big(db))
 
-    async def prune(self, db: aiosqlite.Connection, boundary: int) -> None:
+    def prune(self, db: sqlite3.Connection, boundary: int) -> None:
         """Delete every record up to ``boundary``, chunk by chunk, each its own transaction."""
         deleted = 0
         while True:
-            cursor = await db.execute(
+            cursor = db.execute(
                 "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE seq <= ? "
                 "ORDER BY seq LIMIT ?)",
                 (boundary, CHUNK),
             )
-            await db.commit()
+            db.commit()
             deleted += cursor.rowcount
             if cursor.rowcount < CHUNK:
                 break
-        await db.execute(
+        db.execute(
             "INSERT INTO meta (key, value) VALUES ('pruned_through', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
             (boundary,),
         )
-        await db.execute("DELETE FROM kernels WHERE last_seq <= ?", (boundary,))
-        await db.execute(
+        db.execute("DELETE FROM kernels WHERE last_seq <= ?", (boundary,))
+        db.execute(
             "UPDATE kernels SET first_seq = (SELECT min(seq) FROM records r "
             "WHERE r.kernel_id = kernels.kernel_id), records = (SELECT count(*) FROM records r "
             "WHERE r.kernel_id = kernels.kernel_id) WHERE first_seq <= ?",
             (boundary,),
         )
-        await db.commit()
+        db.commit()
         log.info("pruned %d records, through seq %d", deleted, boundary)
 
-    async def _too_old(self, db: aiosqlite.Connection) -> int:
+    def _too_old(self, db: sqlite3.Connection) -> int:
         """The last seq stored before the age limit (records are stored in time order)."""
         now = time.monotonic()
         if not self.max_age or now - self._age_checked < min(AGE_CHECK_EVERY, self.max_age / 100):
             return 0
         self._age_checked = now
         cutoff = time.time() - self.max_age
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT seq, stored, (SELECT max(seq) FROM records) FROM records "
-                "ORDER BY seq LIMIT 1"
-            )
-        )
+        rows = db.execute(
+            "SELECT seq, stored, (SELECT max(seq) FROM records) FROM records ORDER BY seq LIMIT 1"
+        ).fetchall()
         if not rows or rows[0][1] >= cutoff:  # the oldest is young enough: nothing to search
             return 0
         low, _, high = rows[0]
         boundary = 0
         while low <= high:  # binary search: seq order is storing order
             mid = (low + high) // 2
-            found = list(
-                await db.execute_fetchall(
-                    "SELECT seq, stored FROM records WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
-                )
-            )
+            found = db.execute(
+                "SELECT seq, stored FROM records WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+            ).fetchall()
             if not found:
                 break
             seq, stored = found[0]
@@ -96,26 +90,25 @@ class Retention:
                 high = mid - 1
         return boundary
 
-    async def _too_big(self, db: aiosqlite.Connection) -> int:
+    def _too_big(self, db: sqlite3.Connection) -> int:
         """The seq to prune through to bring the database under LOW_WATER of the limit."""
         if not self.max_bytes:
             return 0
-        used = await used_bytes(db)
+        used = used_bytes(db)
         if used <= self.max_bytes:
             return 0
-        rows = list(await db.execute_fetchall("SELECT min(seq), max(seq), count(*) FROM records"))
-        low, high, count = rows[0]
+        low, high, count = db.execute("SELECT min(seq), max(seq), count(*) FROM records").fetchone()
         if not count:
             return 0
         share = 1 - (self.max_bytes * LOW_WATER) / used  # of the records, oldest first
         return int(low + (high - low) * share) + 1
 
 
-async def used_bytes(db: aiosqlite.Connection) -> int:
+def used_bytes(db: sqlite3.Connection) -> int:
     """Bytes the database uses, not counting free pages (the file keeps its size and reuses
     them, so this is what stays under --max-size)."""
-    rows = await db.execute_fetchall(
+    (used,) = db.execute(
         "SELECT (page_count - freelist_count) * page_size "
         "FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
-    )
-    return int(next(iter(rows))[0])
+    ).fetchone()
+    return int(used)

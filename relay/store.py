@@ -4,6 +4,11 @@ Every record gets a ``seq`` here. The writer task owns the only write connection
 assigns seqs itself, in commit order, so rows become visible strictly in seq order and a
 reader that asks for ``seq > cursor`` can never skip one: viewers need no queue of their own.
 ``records.seq`` is AUTOINCREMENT, so SQLite never reuses a seq, even after rows are deleted.
+
+The write connection lives on a thread of its own, and a whole transaction is one call to
+it. aiosqlite, which the reader uses, hands each statement to its thread separately: a
+commit is four statements, and each hand-over is two thread switches, which cost the
+daemon a quarter of its CPU while kernels print (see docs/benchmarks.md, 2026-11-26).
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -27,6 +33,7 @@ from .protocol import Hello, Output
 from .retention import Retention, used_bytes
 
 log = logging.getLogger("nbrelay.store")
+T = TypeVar("T")
 
 APPLICATION_ID = 0x6E627231  # "nbr1" in the SQLite header: this file is an nbrelay database
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # --durability -> PRAGMA synchronous
@@ -151,7 +158,8 @@ class Store:
         self.failure: str | None = None  # why the last commit failed, until one succeeds
         self._last_check = 0.0  # when retention last ran (monotonic)
         self._unchecked = False  # writes came in since
-        self._writer: aiosqlite.Connection | None = None
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="nbrelay-writer")
+        self._writer: sqlite3.Connection | None = None  # used on _writer_thread only
         self._reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -160,42 +168,44 @@ class Store:
         # (SQLite gives its -wal and -shm files the database file's mode).
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._writer = await aiosqlite.connect(self.path)
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._writer.execute(f"PRAGMA synchronous={self.synchronous}")
-        await self._writer.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        await self._writer.executescript(SCHEMA)
-        await self._add_record_counts()
-        await self._writer.commit()
-        rows = await self._writer.execute_fetchall(
+        self._writer = await self._in_writer(self._open_writer)
+        db = self._writer
+        rows = await self._in_writer(
+            _fetchall,
+            db,
             "SELECT max(seq) FROM records UNION ALL "
-            "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+            "SELECT seq FROM sqlite_sequence WHERE name = 'records'",
         )
         self.head = max((r[0] for r in rows if r[0] is not None), default=0)
-        for kernel_id, last_seq in await self._writer.execute_fetchall(
-            "SELECT kernel_id, last_seq FROM kernels"
+        for kernel_id, last_seq in await self._in_writer(
+            _fetchall, db, "SELECT kernel_id, last_seq FROM kernels"
         ):
             self._kernel_heads[kernel_id] = last_seq or 0
-        for (value,) in await self._writer.execute_fetchall(
-            "SELECT value FROM meta WHERE key = 'pruned_through'"
+        for (value,) in await self._in_writer(
+            _fetchall, db, "SELECT value FROM meta WHERE key = 'pruned_through'"
         ):
             self.pruned_through = value
         await self._prune()
         self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
 
-    async def _add_record_counts(self) -> None:
-        """Databases made before kernels had a record count get one, counted once."""
-        assert self._writer is not None
-        columns = await self._writer.execute_fetchall("PRAGMA table_info(kernels)")
-        if "records" not in {c[1] for c in columns}:
-            await self._writer.execute(
-                "ALTER TABLE kernels ADD COLUMN records INTEGER NOT NULL DEFAULT 0"
-            )
-            await self._writer.execute(
-                "UPDATE kernels SET records = (SELECT count(*) FROM records r "
-                "WHERE r.kernel_id = kernels.kernel_id)"
-            )
+    async def _in_writer(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the writer's thread, the only one that may use its connection."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, call, *args)
+
+    def _open_writer(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path)  # on the writer's thread: it stays there
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.executescript(SCHEMA)
+            _add_record_counts(db)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def close(self) -> None:
         """Commit what is queued, then stop. Idempotent."""
@@ -207,9 +217,11 @@ class Store:
             await self._queue.join()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None:
+            await self._in_writer(self._writer.close)
+        self._writer_thread.shutdown()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -316,37 +328,18 @@ class Store:
                     state = out.content.get("execution_state")
                     update.execution_state = state if isinstance(state, str) else None
 
-        if hellos:
-            await db.executemany(
-                "INSERT INTO kernels (kernel_id, notebook, hostname, pid, started) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kernel_id) DO UPDATE SET "
-                "notebook = excluded.notebook, hostname = excluded.hostname, "
-                "pid = excluded.pid, started = excluded.started",
-                [(h.kernel_id, h.notebook, h.hostname, h.pid, h.started) for h in hellos.values()],
-            )
-        if rows:
-            await db.executemany(
-                "INSERT INTO records (seq, kernel_id, msg_type, stored, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            await db.executemany(
-                "UPDATE kernels SET first_seq = coalesce(first_seq, ?), last_seq = ?, "
-                "last_time = coalesce(nullif(?, ''), last_time), "
-                "execution_state = coalesce(?, execution_state), records = records + ? "
-                "WHERE kernel_id = ?",
-                [
-                    (u.first_seq, u.last_seq, u.last_time, u.execution_state, u.records, kernel_id)
-                    for kernel_id, u in kernels.items()
-                ],
-            )
         sessions = {w.hello.session: w.hello.kernel_id for w in writes}
-        await db.executemany(
-            "INSERT INTO sessions (session, kernel_id, acked) VALUES (?, ?, ?) "
-            "ON CONFLICT (session) DO UPDATE SET acked = excluded.acked",
+        await self._in_writer(
+            _write,
+            db,
+            [(h.kernel_id, h.notebook, h.hostname, h.pid, h.started) for h in hellos.values()],
+            rows,
+            [
+                (u.first_seq, u.last_seq, u.last_time, u.execution_state, u.records, kernel_id)
+                for kernel_id, u in kernels.items()
+            ],
             [(s, k, acked[s]) for s, k in sessions.items()],
         )
-        await db.commit()
 
         # Committed: publish. Nothing above may change in-memory state before this point.
         self.head = seq
@@ -362,11 +355,11 @@ class Store:
         """Apply retention. ``pruned_through`` moves before the rows go, so a viewer reading
         meanwhile is told about the gap rather than finding a hole."""
         assert self._writer is not None
-        boundary = await self.retention.boundary(self._writer)
+        boundary = await self._in_writer(self.retention.boundary, self._writer)
         if boundary <= self.pruned_through:
             return
         self.pruned_through = boundary
-        await self.retention.prune(self._writer, boundary)
+        await self._in_writer(self.retention.prune, self._writer, boundary)
         for kernel_id, head in list(self._kernel_heads.items()):
             if head <= boundary:
                 del self._kernel_heads[kernel_id]
@@ -385,7 +378,7 @@ class Store:
         """Undo a failed transaction; the writer must survive even if that fails too."""
         assert self._writer is not None
         try:
-            await self._writer.rollback()
+            await self._in_writer(self._writer.rollback)
         except Exception as exc:
             log.error("rollback failed too: %s", exc)
 
@@ -395,10 +388,8 @@ class Store:
         if known is not None:
             return known
         assert self._writer is not None
-        rows = list(
-            await self._writer.execute_fetchall(
-                "SELECT acked FROM sessions WHERE session = ?", (hello.session,)
-            )
+        rows = await self._in_writer(
+            _fetchall, self._writer, "SELECT acked FROM sessions WHERE session = ?", hello.session
         )
         return int(rows[0][0]) if rows else -1
 
@@ -448,8 +439,8 @@ class Store:
         return [(seq, protocol.record_json(seq, body)) for seq, body in rows]
 
     async def used_bytes(self) -> int:
-        assert self._reader is not None
-        return await used_bytes(self._reader)
+        assert self._writer is not None
+        return await self._in_writer(used_bytes, self._writer)
 
     async def kernels(self) -> list[dict[str, Any]]:
         assert self._reader is not None
@@ -457,3 +448,57 @@ class Store:
             f"SELECT {', '.join(KERNEL_FIELDS)} FROM kernels ORDER BY last_seq DESC"
         )
         return [dict(zip(KERNEL_FIELDS, row, strict=True)) for row in rows]
+
+
+# -- on the writer's thread -------------------------------------------------------------
+
+
+def _fetchall(db: sqlite3.Connection, sql: str, *params: Any) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
+
+def _add_record_counts(db: sqlite3.Connection) -> None:
+    """Databases made before kernels had a record count get one, counted once."""
+    columns = db.execute("PRAGMA table_info(kernels)").fetchall()
+    if "records" not in {c[1] for c in columns}:
+        db.execute("ALTER TABLE kernels ADD COLUMN records INTEGER NOT NULL DEFAULT 0")
+        db.execute(
+            "UPDATE kernels SET records = (SELECT count(*) FROM records r "
+            "WHERE r.kernel_id = kernels.kernel_id)"
+        )
+
+
+def _write(
+    db: sqlite3.Connection,
+    hellos: list[tuple[str, str | None, str, int, str]],
+    records: list[tuple[int, str, str, float, str]],
+    kernels: list[tuple[int, int, str, str | None, int, str]],
+    sessions: list[tuple[str, str, int]],
+) -> None:
+    """One commit of the group: new kernel processes, records, and what they change."""
+    if hellos:
+        db.executemany(
+            "INSERT INTO kernels (kernel_id, notebook, hostname, pid, started) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kernel_id) DO UPDATE SET "
+            "notebook = excluded.notebook, hostname = excluded.hostname, "
+            "pid = excluded.pid, started = excluded.started",
+            hellos,
+        )
+    if records:
+        db.executemany(
+            "INSERT INTO records (seq, kernel_id, msg_type, stored, body) VALUES (?, ?, ?, ?, ?)",
+            records,
+        )
+        db.executemany(
+            "UPDATE kernels SET first_seq = coalesce(first_seq, ?), last_seq = ?, "
+            "last_time = coalesce(nullif(?, ''), last_time), "
+            "execution_state = coalesce(?, execution_state), records = records + ? "
+            "WHERE kernel_id = ?",
+            kernels,
+        )
+    db.executemany(
+        "INSERT INTO sessions (session, kernel_id, acked) VALUES (?, ?, ?) "
+        "ON CONFLICT (session) DO UPDATE SET acked = excluded.acked",
+        sessions,
+    )
+    db.commit()

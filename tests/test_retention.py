@@ -3,13 +3,13 @@ readers asking for pruned records get an explicit gap notice."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from support import Daemon, stream_batch, wait_for
 
 from nbrelay import protocol
@@ -107,18 +107,16 @@ def test_a_check_with_nothing_to_prune_reads_two_statements(tmp_path: Path) -> N
     anything was old) held up commits, and so viewers' live output: the latency benchmark's
     p99 went from 11 ms to 45 ms once the database held 600,000 records."""
 
-    async def statements() -> list[str]:
-        async with aiosqlite.connect(tmp_path / "nbrelay.sqlite3") as db:
-            await db.executescript(SCHEMA)
-            await db.executemany(
-                "INSERT INTO records (kernel_id, msg_type, stored, body) "
-                "VALUES ('k', 'stream', ?, '{}')",
-                [(time.time(),)] * 100_000,
-            )
-            await db.commit()
-            seen: list[str] = []
-            await db.set_trace_callback(seen.append)
-            assert await Retention(max_bytes=10**9, max_age=7 * 86400).boundary(db) == 0
-            return [s for s in seen if not s.startswith("--")]  # "--": a pragma run inside one
-
-    assert len(asyncio.run(statements())) == 2  # the database's size, its oldest record
+    with closing(sqlite3.connect(tmp_path / "nbrelay.sqlite3")) as db:
+        db.executescript(SCHEMA)
+        db.executemany(
+            "INSERT INTO records (kernel_id, msg_type, stored, body) "
+            "VALUES ('k', 'stream', ?, '{}')",
+            [(time.time(),)] * 100_000,
+        )
+        db.commit()
+        seen: list[str] = []
+        db.set_trace_callback(seen.append)
+        assert Retention(max_bytes=10**9, max_age=7 * 86400).boundary(db) == 0
+    statements = [s for s in seen if not s.startswith("--")]  # "--": a pragma run inside one
+    assert len(statements) == 2  # the database's size, its oldest record
