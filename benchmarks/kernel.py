@@ -4,13 +4,17 @@ Overhead: the same cells, (a) 200,000 plain prints and (b) 20,000 prints with fl
 IOPub message each), timed from execute to idle, in a kernel without nbrelay, one with
 ``%load_ext nbrelay``, and one mirroring stdout to a log file through ipykernel's
 ``OutStream.echo`` (what people paste today); several kernels of each, in shuffled order,
-with a second group of plain kernels as the control.
+with a second group of plain kernels as the control. With ``--pin`` (Linux), every kernel runs
+on CPU 0 and the daemon and this process on the others: on a small virtual machine, where
+the threads of an unpinned kernel land on different CPUs, waking each other across CPUs
+dominates a flushed-print loop, and any other activity on the machine moves it (see
+docs/benchmarks.md).
 
 Latency: a kernel prints a line every 2 ms; viewers on /ws/view note when each record
 arrives, against the time the kernel put in the message header. With 1 and with 20 viewers;
 and with 1 viewer, a line every 50 ms (output now and then, as most cells print).
 
-    python benchmarks/kernel.py [--kernels 6] [--runs 2]
+    python benchmarks/kernel.py [--kernels 6] [--runs 2] [--pin]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -50,7 +55,15 @@ VARIANTS = {  # the cells that set a kernel up
 }
 
 
-def overhead(daemon: Daemon, kernels: int, runs: int) -> dict[str, dict[str, float]]:
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto ``cpus``; threads it starts later inherit that."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
+def overhead(
+    daemon: Daemon, kernels: int, runs: int, pinned: bool = False
+) -> dict[str, dict[str, float]]:
     """Slowdown of each variant against the plain kernels: median of all its timings.
 
     Two identical kernels on this kind of machine differ by up to 10 % for a whole run, so
@@ -58,11 +71,19 @@ def overhead(daemon: Daemon, kernels: int, runs: int) -> dict[str, dict[str, flo
     the others: its figure is what the method cannot tell apart from zero. Every round runs
     all kernels in a new shuffled order, so that no variant always runs first or after
     another."""
+    everywhere = os.sched_getaffinity(0)
     pool = [(label, Kernel(daemon.runtime_dir)) for _ in range(kernels) for label in VARIANTS]
     try:
         for label, kernel in pool:
             for cell in VARIANTS[label]:
                 kernel.run_ok(cell)
+            if pinned:
+                pin(kernel.km.provisioner.process.pid, {0})
+        if pinned:
+            assert daemon.proc is not None
+            others = everywhere - {0}
+            pin(os.getpid(), others)
+            pin(daemon.proc.pid, others)
         results = {}
         for name, code in CELLS.items():
             times: dict[str, list[float]] = {label: [] for label in VARIANTS}
@@ -81,6 +102,9 @@ def overhead(daemon: Daemon, kernels: int, runs: int) -> dict[str, dict[str, flo
     finally:
         for _, kernel in pool:
             kernel.shutdown()
+        if pinned:  # the latency benchmark runs as a kernel would
+            pin(os.getpid(), everywhere)
+            pin(daemon.proc.pid, everywhere)
 
 
 def latency(
@@ -151,13 +175,17 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=6, help="kernels per variant")
     parser.add_argument("--runs", type=int, default=2, help="timings per kernel and cell")
     parser.add_argument("--lines", type=int, default=1000)
+    parser.add_argument("--pin", action="store_true", help="kernels on CPU 0, the rest apart")
     args = parser.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs at least two CPUs: one for the kernels, one for the rest")
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(Path(tmp)).start()
         try:
             result = {
                 "benchmark": "kernel overhead (slowdown vs plain) and latency",
-                "overhead": overhead(daemon, args.kernels, args.runs),
+                "overhead": overhead(daemon, args.kernels, args.runs, args.pin),
+                "pinned": args.pin,
                 "latency": [latency(daemon, n, args.lines) for n in (1, 20)]
                 + [latency(daemon, 1, args.lines // 5, every=0.05)],  # output now and then
                 "machine": machine(),

@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 FULL = [
     ["ingest.py", "--messages", "40000"],
     ["kernel.py"],
+    ["kernel.py", "--pin"],
     ["replay.py", "--records", "1000000"],
     ["viewer.py", "--records", "1000000", "--runs", "5"],
     ["load.py", "--seconds", "60"],
@@ -23,6 +24,7 @@ FULL = [
 QUICK = [
     ["ingest.py", "--messages", "2000"],
     ["kernel.py", "--kernels", "1", "--runs", "1", "--lines", "100"],
+    ["kernel.py", "--kernels", "1", "--runs", "1", "--lines", "100", "--pin"],
     ["replay.py", "--records", "5000"],
     ["viewer.py", "--records", "5000", "--runs", "1"],
     ["load.py", "--seconds", "3"],
