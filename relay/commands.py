@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from .client import Client
 from .errors import NbrelayError
+from .protocol import MAX_SEQ
 from .runtime import read_runtime_file, runtime_file
 from .transcript import plain_lines, render
 
@@ -169,7 +170,7 @@ def _before_last(client: Client, kernel_id: str, count: int) -> int:
     """The seq just before the kernel's last ``count`` records that print something, read
     backwards. Status records print nothing, and a kernel that shut down ends with them: a
     count that included them showed nothing at all for ``-n 3``."""
-    before = 2**63 - 1
+    before = MAX_SEQ  # the newest first
     while True:
         page = client.get("api/messages", kernel_id=kernel_id, before=before, limit=100)
         messages = page["messages"]
