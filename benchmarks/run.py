@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FULL = [
-    ["ingest.py", "--messages", "40000"],
+    ["ingest.py", "--messages", "200000"],
     ["kernel.py"],
     ["kernel.py", "--pin"],
     ["replay.py", "--records", "1000000"],
