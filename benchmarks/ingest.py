@@ -1,7 +1,7 @@
 """Ingest: synthetic kernels (the hook's own Outbox and Sender) push stream messages of 100 B
 and 10 kB, with 1 and 8 clients; acknowledged (committed) messages/s and MB/s, against the
 ceiling of plain sqlite3 executemany of the same rows into the same schema, measured in the
-same run. Also the cost of --durability full.
+same run. Also the cost of --durability full, and the daemon's peak memory.
 
     python benchmarks/ingest.py [--messages 200000]
 """
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from common import Daemon, machine
+from load import peak_rss_mb
 from support import header
 
 from nbrelay import protocol
@@ -110,6 +111,7 @@ def main() -> None:
     for durability in ("normal", "full"):
         with tempfile.TemporaryDirectory() as tmp:
             daemon = Daemon(Path(tmp)).start("--durability", durability)
+            assert daemon.proc is not None
             try:
                 for size in (100, 10_000):
                     total = args.messages if size == 100 else args.messages // 10
@@ -128,6 +130,8 @@ def main() -> None:
                                 "mb_per_s": round(total * size / took / 1e6, 1),
                                 "ceiling_msgs_per_s": round(total / base) if base else None,
                                 "share_of_ceiling": round(base / took, 2) if base else None,
+                                # over this daemon's cases so far
+                                "daemon_peak_rss_mb": round(peak_rss_mb(daemon.proc.pid), 1),
                             }
                         )
                         print(json.dumps(results[-1]), flush=True)
