@@ -14,7 +14,6 @@ daemon a quarter of its CPU while kernels print (see docs/benchmarks.md, 2026-11
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import sqlite3
@@ -470,17 +469,16 @@ def _add_record_counts(db: sqlite3.Connection) -> None:
         )
 
 
-# Records go in as multi-row INSERTs, not executemany: a statement needs the GIL only to
-# bind its parameters and to return, where executemany takes it back for every row, and
-# each time may wait up to a switch interval (5 ms) while the event loop decodes batches.
-# Cheaper on its own too: 1.6-1.7 against 2.4-2.6 µs a 100 B row (docs/benchmarks.md).
+# Records go in ROWS_PER_INSERT at a time, as one statement, not through executemany: a
+# statement needs the GIL only to bind its parameters and to return, where executemany takes
+# it back for every row, and each time may wait up to a switch interval (5 ms) while the event
+# loop decodes batches. Cheaper on its own too: 1.6-1.7 against 2.4-2.6 µs a 100 B row
+# (docs/benchmarks.md). The rest of a commit goes through executemany, so that only two
+# statements are ever prepared: preparing one of 199 rows takes 0.2 ms.
 ROWS_PER_INSERT = 199  # 5 parameters a row: within SQLite's 999 before version 3.32
-
-
-@functools.lru_cache(maxsize=ROWS_PER_INSERT)
-def _insert_records(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO records (seq, kernel_id, msg_type, stored, body) VALUES {values}"
+INSERT_RECORDS = "INSERT INTO records (seq, kernel_id, msg_type, stored, body) VALUES "
+INSERT_ONE = INSERT_RECORDS + "(?, ?, ?, ?, ?)"
+INSERT_MANY = INSERT_RECORDS + ", ".join(["(?, ?, ?, ?, ?)"] * ROWS_PER_INSERT)
 
 
 def _write(
@@ -500,9 +498,11 @@ def _write(
             hellos,
         )
     if records:
-        for first in range(0, len(records), ROWS_PER_INSERT):
+        whole = len(records) - len(records) % ROWS_PER_INSERT
+        for first in range(0, whole, ROWS_PER_INSERT):
             chunk = records[first : first + ROWS_PER_INSERT]
-            db.execute(_insert_records(len(chunk)), list(chain.from_iterable(chunk)))
+            db.execute(INSERT_MANY, list(chain.from_iterable(chunk)))
+        db.executemany(INSERT_ONE, records[whole:])
         db.executemany(
             "UPDATE kernels SET first_seq = coalesce(first_seq, ?), last_seq = ?, "
             "last_time = coalesce(nullif(?, ''), last_time), "
