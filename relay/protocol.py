@@ -226,10 +226,21 @@ class Output(NamedTuple):  # a tuple: one is made per message, and ingest speed 
     msg_type: str
     parent_msg_id: str | None
     time: str
-    content: dict[str, Any]
+    #: None when the entry is stored as received (``tail``) and is not a status, whose state
+    #: the store reads: until its commit, a batch's parsed contents would be most of the
+    #: daemon's memory, and nothing else reads them (docs/benchmarks.md, ingest memory).
+    content: dict[str, Any] | None
     #: The entry's text after its "n" field (``"msg_id":...}``) when the hook sent it in
     #: :func:`encode_output`'s form, so it is stored as received; None means encode again.
     tail: str | None = None
+
+    def parsed_content(self) -> dict[str, Any]:
+        """The content, parsed again from ``tail`` if it was not kept: rarely needed."""
+        if self.content is not None:
+            return self.content
+        assert self.tail is not None, "content is only dropped where the entry has a tail"
+        content: dict[str, Any] = _parse_object("{" + self.tail)["content"]
+        return content
 
 
 def encode_output(
@@ -308,7 +319,8 @@ def _fast_output(
         after = start + len(head)
         canonical = len(raw) == 6 and text.startswith('"msg_id":', after, end)
         tail = text[after:end] if canonical and text.startswith(head, start, end) else None
-        return Output(n, msg_id, msg_type, parent, time, content, tail)
+        keep = tail is None or msg_type == "status"
+        return Output(n, msg_id, msg_type, parent, time, content if keep else None, tail)
     return None
 
 
@@ -556,11 +568,13 @@ def plan_batch(
             records.append(NewRecord(hello.kernel_id, GAP, body))
         head = (hello.kernel_id, out.msg_id, out.msg_type, out.parent_msg_id, out.time)
         if out.tail is None:
-            body = record_body(*head, out.content)
+            body = record_body(*head, out.parsed_content())
         else:
             body = f'{{"kernel_id":{kernel},{out.tail}'
-        if len(body) > max_output_bytes // 4 and _size(out.content) > max_output_bytes:
-            body = record_body(*head, fit_content(out.content, max_output_bytes))
+        if len(body) > max_output_bytes // 4:  # perhaps above the limit: measure the content
+            content = out.parsed_content()
+            if _size(content) > max_output_bytes:
+                body = record_body(*head, fit_content(content, max_output_bytes))
         records.append(NewRecord(hello.kernel_id, out.msg_type, body))
         acked = out.n
     return records, acked

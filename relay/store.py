@@ -326,7 +326,7 @@ class Store:
             for out in w.outputs or ():
                 update.last_time = out.time
                 if out.msg_type == "status":
-                    state = out.content.get("execution_state")
+                    state = out.parsed_content().get("execution_state")
                     update.execution_state = state if isinstance(state, str) else None
 
         sessions = {w.hello.session: w.hello.kernel_id for w in writes}

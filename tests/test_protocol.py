@@ -29,11 +29,13 @@ def test_hello_round_trip() -> None:
 
 
 def test_batch_round_trip_keeps_content_verbatim() -> None:
-    """A batch entry carries ipykernel's content JSON unchanged, and decodes to the same values."""
+    """A batch entry carries ipykernel's content JSON unchanged, and decodes to the same values.
+    Its parsed content is not kept: the text is stored as received, and parsed again if need be."""
     content = '{"name":"stdout","text":"caf\\u00e9 \\ud83d\\ude00 \\"q\\"\\n"}'
     entry = protocol.encode_output(1, "m1", "stream", None, "t", content)
     (out,) = protocol.decode_batch(protocol.encode_batch([entry]))
-    assert out[:6] == (1, "m1", "stream", None, "t", json.loads(content))
+    assert out[:6] == (1, "m1", "stream", None, "t", None)
+    assert out.parsed_content() == json.loads(content)
     ((_, body),) = [(r.msg_type, r.body) for r in protocol.plan_batch(HELLO, 0, [out], LIMIT)[0]]
     assert body == '{"kernel_id":"k1",' + entry[len('{"n":1,') :]  # the text as received
 
@@ -79,7 +81,7 @@ def test_content_with_newlines_still_makes_one_line() -> None:
     (out,) = protocol.decode_batch(
         protocol.encode_batch([protocol.encode_output(1, "m", "stream", None, "t", content)])
     )
-    assert out.content == {"name": "stdout", "text": "a\nb"}
+    assert out.parsed_content() == {"name": "stdout", "text": "a\nb"}
 
 
 @pytest.mark.parametrize(
