@@ -319,9 +319,9 @@ class Store:
                 continue
             update = kernels.setdefault(hello.kernel_id, _KernelUpdate(first_seq=seq + 1))
             update.records += len(records)
-            for rec in records:
+            for msg_type, body in records:
                 seq += 1
-                rows.append((seq, rec.kernel_id, rec.msg_type, now, rec.body))
+                rows.append((seq, hello.kernel_id, msg_type, now, body))
             update.last_seq = seq
             for out in w.outputs or ():
                 update.last_time = out.time
