@@ -29,6 +29,7 @@ class Entry:
     headers: bytes  # header and parent, joined
     header_end: int
     content: bytes
+    size: int  # what it counts against the buffer
 
     @property
     def header(self) -> bytes:
@@ -38,15 +39,11 @@ class Entry:
     def parent(self) -> bytes:
         return self.headers[self.header_end :]
 
-    @property
-    def size(self) -> int:
-        return len(self.headers) + len(self.content) + ENTRY_OVERHEAD
-
 
 class Outbox:
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
-        lock = threading.Lock()
+        self._lock = lock = threading.Lock()
         self._cond = threading.Condition(lock)  # take() waits here for output to send
         self._drained = threading.Condition(lock)  # wait_acked() waits here for acks
         self._unsent: deque[Entry] = deque()
@@ -61,11 +58,12 @@ class Outbox:
 
     def put(self, header: bytes, parent: bytes, content: bytes) -> None:
         """Number and keep one message. Never blocks: when full, the oldest messages go."""
-        with self._cond:
-            entry = Entry(self._next_n, header + parent, len(header), content)
+        with self._lock:  # not the Condition's own __enter__, a Python call: this is hot
+            headers = header + parent
+            size = len(headers) + len(content) + ENTRY_OVERHEAD
+            self._unsent.append(Entry(self._next_n, headers, len(header), content, size))
             self._next_n += 1
-            self._unsent.append(entry)
-            self._bytes += entry.size
+            self._bytes += size
             while self._bytes > self.limit_bytes:
                 # The daemon sees the hole in the numbering and stores a gap record there.
                 oldest = self._inflight.popleft() if self._inflight else self._unsent.popleft()

@@ -29,13 +29,9 @@ log = logging.getLogger("nbrelay.kernel_hook")
 DELIM = b"<IDS|MSG>"
 Sink = Callable[[bytes, bytes, bytes], None]  # header, parent, content, as serialised
 # A key can only be a key here: a quote inside a JSON string is escaped. An escaped value
-# does not match, and the header is then parsed (see _capture).
+# does not match, and the header is then parsed (see tapped).
 MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([^"\\]*)"')
 CAPTURED = frozenset(t.encode() for t in CAPTURED_TYPES)
-
-
-def _frame(frame: Any) -> bytes:
-    return frame if isinstance(frame, bytes) else bytes(frame)
 
 
 class IOPubTap:
@@ -48,13 +44,26 @@ class IOPubTap:
         self._tapped = self._make_tapped()
 
     def _make_tapped(self) -> Callable[..., Any]:
-        original = self._original
+        """The wrapper, one function: it runs for every message, on the IOPub thread, where
+        each Python call costs the user's loop (see docs/benchmarks.md, 2026-11-26)."""
+        original, sink, pid, search = self._original, self._sink, self._pid, MSG_TYPE.search
 
         def tapped(msg: list[Any], *args: Any, **kwargs: Any) -> Any:
             # A forked child pipes its messages to the parent, which taps them there.
-            if os.getpid() == self._pid:
+            if os.getpid() == pid:
                 try:
-                    self._capture(msg)
+                    # [idents..., DELIM, HMAC, header, parent, metadata, content, buffers...]
+                    i = msg.index(DELIM)
+                    header, parent, content = msg[i + 2], msg[i + 3], msg[i + 5]
+                    if not type(header) is type(parent) is type(content) is bytes:
+                        header, parent, content = bytes(header), bytes(parent), bytes(content)
+                    found = search(header)
+                    if found is not None:
+                        captured = found[1] in CAPTURED
+                    else:  # e.g. an escape in the value: rare, so parse
+                        captured = json.loads(header).get("msg_type") in CAPTURED_TYPES
+                    if captured:
+                        sink(header, parent, content)
                 except Exception as exc:  # never into the kernel; said once
                     if not self._failed:
                         self._failed = True
@@ -62,17 +71,6 @@ class IOPubTap:
             return original(msg, *args, **kwargs)
 
         return tapped
-
-    def _capture(self, msg: list[Any]) -> None:
-        i = msg.index(DELIM)  # [idents..., DELIM, HMAC, header, parent, metadata, content, ...]
-        header = _frame(msg[i + 2])
-        found = MSG_TYPE.search(header)
-        if found is not None:
-            captured = found[1] in CAPTURED
-        else:  # e.g. an escape in the value: rare, so parse
-            captured = json.loads(header).get("msg_type") in CAPTURED_TYPES
-        if captured:
-            self._sink(header, _frame(msg[i + 3]), _frame(msg[i + 5]))
 
     def attach(self) -> None:
         self._iopub._really_send = self._tapped
