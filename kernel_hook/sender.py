@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,18 +39,36 @@ IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and clos
 SPACING = 0.010  # while output is sustained, a frame goes at most this often (Outbox.take)
 
 
+# ipykernel's header as jupyter_client serialises it (json or orjson): msg_id, msg_type,
+# username, session, date, in this order. Anchored at the "{", the pattern can only match
+# keys, as no value it skips can hold an unescaped quote; the three values it takes are JSON
+# strings the daemon accepts as they are (no escape, no control character, not empty). Any
+# other header is parsed.
+HEADER = re.compile(
+    rb'\{\s*"msg_id"\s*:\s*("[^"\\\x00-\x1f]+")\s*,\s*"msg_type"\s*:\s*("[^"\\\x00-\x1f]+")'
+    rb'\s*,\s*"username"\s*:\s*"[^"\\]*"\s*,\s*"session"\s*:\s*"[^"\\]*"\s*,'
+    rb'\s*"date"\s*:\s*("[^"\\\x00-\x1f]+")'
+)
+QUOTED_TYPES = frozenset(json.dumps(t).encode() for t in protocol.CAPTURED_TYPES)
+
+
 @functools.lru_cache(maxsize=64)
-def _parent_msg_id(parent: bytes) -> str | None:
-    """The msg_id in a parent header: one parse per cell, as a cell's messages share it."""
+def _parent_json(parent: bytes) -> str:
+    """The msg_id in a parent header, as JSON ("null" if none): one parse per cell, as a
+    cell's messages share it."""
     try:
         msg_id = protocol.loads_object(parent).get("msg_id") if parent else None
     except ProtocolError:
-        return None
-    return msg_id if isinstance(msg_id, str) and msg_id else None
+        return "null"
+    return json.dumps(msg_id) if isinstance(msg_id, str) and msg_id else "null"
 
 
 def _header(entry: Entry) -> tuple[str, str, str] | None:
-    """msg_id, msg_type and date from the header: parsed here, not on the IOPub thread."""
+    """msg_id, msg_type and date from the header, as JSON: found here, not on the IOPub thread."""
+    found = HEADER.match(entry.headers, 0, entry.header_end)
+    if found is not None and found[2] in QUOTED_TYPES:
+        msg_id, msg_type, date = found.group(1, 2, 3)
+        return msg_id.decode("utf-8", "replace"), msg_type.decode(), date.decode("utf-8", "replace")
     try:
         header = protocol.loads_object(entry.header)
         fields = header["msg_id"], header["msg_type"], header["date"]
@@ -63,7 +82,7 @@ def _header(entry: Entry) -> tuple[str, str, str] | None:
         and isinstance(date, str)
         and date
     ):
-        return fields
+        return json.dumps(msg_id), json.dumps(msg_type), json.dumps(date)
     return None
 
 
@@ -73,12 +92,12 @@ def _encode(entry: Entry, max_output_bytes: int) -> str | None:
     if fields is None:
         return None
     msg_id, msg_type, date = fields
-    parent_msg_id = _parent_msg_id(entry.parent)
     # ipykernel's JSON, as is; "replace" only matters for invalid UTF-8, which JSON can't carry.
     content = entry.content.decode("utf-8", "replace")
     if len(entry.content) > max_output_bytes:  # cut here what could not be stored whole
         content = json.dumps(protocol.fit_content(json.loads(content), max_output_bytes))
-    return protocol.encode_output(entry.n, msg_id, msg_type, parent_msg_id, date, content)
+    parent = _parent_json(entry.parent)
+    return protocol.output_line(entry.n, msg_id, msg_type, parent, date, content)
 
 
 class Sender:

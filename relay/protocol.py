@@ -248,13 +248,22 @@ def encode_output(
 ) -> str:
     """One batch entry. ``content_json`` goes in as ipykernel serialised it: no second encode,
     unless it holds a newline (whitespace from an indenting serialiser): entries are lines."""
-    if "\n" in content_json:
-        content_json = _dumps(json.loads(content_json))
     quote = encode_basestring  # a string's JSON, in C: a dict's _dumps costs far more
     parent = "null" if parent_msg_id is None else quote(parent_msg_id)
+    return output_line(n, quote(msg_id), quote(msg_type), parent, quote(time), content_json)
+
+
+def output_line(
+    n: int, msg_id: str, msg_type: str, parent_msg_id: str, time: str, content_json: str
+) -> str:
+    """:func:`encode_output` from fields already in JSON (a quoted string, "null" for no
+    parent): the hook takes them from ipykernel's header as they are, not parsed and quoted
+    again."""
+    if "\n" in content_json:
+        content_json = _dumps(json.loads(content_json))
     return (
-        f'{{"n":{n},"msg_id":{quote(msg_id)},"msg_type":{quote(msg_type)},'
-        f'"parent_msg_id":{parent},"time":{quote(time)},"content":{content_json}}}'
+        f'{{"n":{n},"msg_id":{msg_id},"msg_type":{msg_type},'
+        f'"parent_msg_id":{parent_msg_id},"time":{time},"content":{content_json}}}'
     )
 
 

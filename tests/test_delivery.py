@@ -176,6 +176,45 @@ def test_a_message_with_an_unreadable_header_is_a_gap_and_the_rest_arrives(
     ]
 
 
+def test_headers_arrive_as_they_were_whatever_their_form(daemon: Daemon) -> None:
+    """The sender takes msg_id, msg_type and date from ipykernel's header as they stand in its
+    JSON (with jupyter_client's json packer or the compact form of orjson), and parses any
+    other header: escapes, other text, another key order. Every form arrives the same."""
+    cases = [  # (msg_id, msg_type, username, json.dumps arguments)
+        ("plain", "stream", "u", {}),
+        ("compact", "stream", "u", {"separators": (",", ":")}),
+        ("error", "error", "u", {}),
+        ("caf\u00e9 \u2615", "stream", "u", {"ensure_ascii": False}),
+        ("ascii caf\u00e9", "stream", "u", {"ensure_ascii": True}),
+        ('quote"d', "stream", "u", {}),
+        ("tab\t", "stream", "u", {}),
+        ("user", "stream", 'a"b', {}),
+        ("escaped type", "stream", "u", {}),
+        ("reordered", "stream", "u", {}),
+    ]
+    outbox = Outbox(limit_bytes=2**20)
+    hello = protocol.Hello("forms", "forms-session", None, "h", 1, protocol.now_iso())
+    for n, (msg_id, msg_type, username, form) in enumerate(cases):
+        date = f"2026-01-01T00:00:0{n}.000000Z"
+        fields = {"msg_id": msg_id, "msg_type": msg_type, "username": username}
+        fields |= {"session": "s", "date": date, "version": "5.4"}  # ipykernel's order
+        if msg_id == "reordered":
+            fields = {"date": date, **fields}
+        text = json.dumps(fields, **form)
+        if msg_id == "escaped type":
+            text = text.replace('"stream"', '"str\\u0065am"')
+        content = json.dumps({"name": "stdout", "text": f"{n}\n"}).encode()
+        outbox.put(text.encode(), json.dumps({"msg_id": f"cell-{n}"}).encode(), content)
+    sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
+    sender.start()
+    assert sender.close(10 * FACTOR)
+    records = daemon.messages(kernel_id="forms")[1:]  # after the session's start record
+    assert [(r["msg_id"], r["msg_type"], r["parent_msg_id"], r["time"]) for r in records] == [
+        (msg_id, msg_type, f"cell-{n}", f"2026-01-01T00:00:0{n}.000000Z")
+        for n, (msg_id, msg_type, _, _) in enumerate(cases)
+    ]
+
+
 def test_an_unreadable_last_message_does_not_hold_up_close(daemon: Daemon) -> None:
     """No later number's ack covers a skipped message that was the last one: close() must
     not wait for it (it waited out its whole timeout and reported output as lost)."""
