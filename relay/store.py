@@ -9,11 +9,16 @@ The write connection lives on a thread of its own, and a whole transaction is on
 it. aiosqlite, which the reader uses, hands each statement to its thread separately: a
 commit is four statements, and each hand-over is two thread switches, which cost the
 daemon a quarter of its CPU while kernels print (see docs/benchmarks.md, 2026-11-26).
+
+Checkpoints (copying the WAL into the database file, with two fsyncs) run on a third thread,
+while the writer goes on committing: SQLite would run them inside a commit, every 1000
+pages, and for 10 kB messages they were half of a commit's time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sqlite3
@@ -39,6 +44,8 @@ T = TypeVar("T")
 APPLICATION_ID = 0x6E627231  # "nbr1" in the SQLite header: this file is an nbrelay database
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # --durability -> PRAGMA synchronous
 CHECK_EVERY = 1.0  # seconds between retention checks while writes come in
+CHECKPOINT_BYTES = 4 * 2**20  # committed between checkpoints: SQLite's own 1000 pages
+WAL_LIMIT_PAGES = 8192  # 32 MiB: past it, a checkpoint makes the WAL start over
 IDLE_PRUNE = 60.0  # seconds without writes after which retention runs anyway
 
 
@@ -161,6 +168,10 @@ class Store:
         self._unchecked = False  # writes came in since
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="nbrelay-writer")
         self._writer: sqlite3.Connection | None = None  # used on _writer_thread only
+        self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="nbrelay-checkpoint")
+        self._checkpointer: sqlite3.Connection | None = None  # on _checkpoint_thread only
+        self._checkpoint: asyncio.Task[None] | None = None  # the one running, if any
+        self._uncheckpointed = 0  # bytes of records committed since the last checkpoint began
         self._reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -188,6 +199,11 @@ class Store:
             self.pruned_through = value
         await self._prune()
         self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        # A checkpoint that must wait (RESTART, below) gives up before a commit waiting on it
+        # would (sqlite3's default 5 s): the next one tries again, the commit must not fail.
+        self._checkpointer = await asyncio.get_running_loop().run_in_executor(
+            self._checkpoint_thread, functools.partial(sqlite3.connect, self.path, timeout=1.0)
+        )
         self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
 
     async def _in_writer(self, call: Callable[..., T], *args: Any) -> T:
@@ -199,6 +215,7 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread's work
             db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             db.executescript(SCHEMA)
             _add_record_counts(db)
@@ -218,6 +235,13 @@ class Store:
             await self._queue.join()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._checkpoint_thread, self._checkpointer.close
+            )
+        self._checkpoint_thread.shutdown()
         if self._reader is not None:
             await self._reader.close()
         if self._writer is not None:
@@ -294,6 +318,7 @@ class Store:
         acked: dict[str, int] = {}  # session -> acked once this commits
         results: list[int] = []
         rows: list[tuple[int, str, str, float, str]] = []
+        written = 0  # characters of record bodies: about the bytes the WAL grows by
         now = time.time()
         hellos: dict[str, Hello] = {}
         kernels: dict[str, _KernelUpdate] = {}
@@ -322,6 +347,7 @@ class Store:
             for msg_type, body in records:
                 seq += 1
                 rows.append((seq, hello.kernel_id, msg_type, now, body))
+                written += len(body)
             update.last_seq = seq
             for out in w.outputs or ():
                 update.last_time = out.time
@@ -351,6 +377,21 @@ class Store:
             w.done.set_result(result)
         if rows:
             self._wake()
+        self._uncheckpointed += written
+        if self._uncheckpointed >= CHECKPOINT_BYTES and self._checkpoint is None:
+            self._uncheckpointed = 0
+            self._checkpoint = asyncio.create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        assert self._checkpointer is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._checkpoint_thread, _checkpoint, self._checkpointer
+            )
+        except sqlite3.Error as exc:  # the WAL keeps everything; the next checkpoint retries
+            log.error("checkpoint failed: %s", exc)
+        finally:
+            self._checkpoint = None
 
     async def _prune(self) -> None:
         """Apply retention. ``pruned_through`` moves before the rows go, so a viewer reading
@@ -467,6 +508,16 @@ def _add_record_counts(db: sqlite3.Connection) -> None:
             "UPDATE kernels SET records = (SELECT count(*) FROM records r "
             "WHERE r.kernel_id = kernels.kernel_id)"
         )
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """Copy the WAL into the database, on the checkpoint thread, without holding up the writer
+    (PASSIVE). The WAL starts over only when a checkpoint has copied all of it; a writer that
+    never pauses long enough for that would grow it without end, so past WAL_LIMIT_PAGES this
+    waits for the current commit and makes the next one start the WAL over (RESTART)."""
+    _, wal_pages, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if wal_pages > WAL_LIMIT_PAGES:
+        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
 
 # Records go in ROWS_PER_INSERT at a time, as one statement, not through executemany: a

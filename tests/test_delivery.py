@@ -8,6 +8,7 @@ import json
 import random
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,30 @@ def test_seqs_are_never_reused_after_rows_are_deleted(daemon: Daemon) -> None:
         ws.send(stream_batch([4]))
         ws.recv(10)
     assert [r["seq"] for r in daemon.messages()] == [1, old_head + 1]
+
+
+def test_the_wal_stays_bounded_while_kernels_write_and_is_folded_in_at_stop(
+    tmp_path: Path,
+) -> None:
+    """Checkpoints run beside the writer, and one can only start the WAL over once it copied
+    all of it: under sustained ingest the WAL grew with everything stored (300 MB for 300 MB)
+    until a checkpoint past the limit waited for a pause. At a clean stop it is folded into
+    the database file and removed."""
+    daemon = Daemon(tmp_path).start()
+    wal = Path(f"{daemon.db}-wal")
+    text = "x" * 10_000
+    messages, per_frame = 12_000, 100  # 120 MB, well past the 32 MiB limit
+    try:
+        with daemon.ingest(protocol.Hello("big", "big-session", None, "h", 1, "t")) as ws:
+            for first in range(1, messages + 1, per_frame):
+                ws.send(stream_batch(range(first, first + per_frame), text))
+            acked = 0
+            while acked < messages:
+                acked = protocol.decode_ack(ws.recv(timeout=30 * FACTOR))
+        assert wal.stat().st_size < 64 * 2**20  # the limit, and what came in meanwhile
+        assert daemon.head("big") == messages + 1  # and its start record
+    finally:
+        daemon.stop()
+    assert not wal.exists()
+    with closing(sqlite3.connect(daemon.db)) as db:
+        assert db.execute("SELECT count(*) FROM records").fetchone() == (messages + 1,)
