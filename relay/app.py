@@ -262,6 +262,7 @@ class Relay:
         acknowledged before the connection closes)."""
         loop = asyncio.get_running_loop()
         receive: asyncio.Future[str | bytes] | None = None
+        closing = asyncio.ensure_future(self.closing.wait())  # one a connection, not a frame
         unacked: int | None = None  # committed, not acknowledged yet
         last_ack = -math.inf
         try:
@@ -269,10 +270,8 @@ class Relay:
                 receive = receive or asyncio.ensure_future(self._receive_frame(ws))
                 wait = None if unacked is None else last_ack + ACK_INTERVAL - loop.time()
                 if wait is None or wait > 0:
-                    closing = asyncio.ensure_future(self.closing.wait())
                     either: set[asyncio.Future[Any]] = {receive, closing}
                     await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                    closing.cancel()
                 if receive.done():
                     frame, receive = receive.result(), None
                     unacked = await self.store.append(hello, protocol.decode_batch(frame))
@@ -282,6 +281,7 @@ class Relay:
                     await ws.send_text(protocol.ack(unacked))
                     unacked, last_ack = None, loop.time()
         finally:
+            closing.cancel()
             if receive is not None:
                 receive.cancel()
                 await asyncio.gather(receive, return_exceptions=True)
