@@ -88,7 +88,7 @@ def _setup_logging() -> None:
 
 def _flush_at_exit() -> None:
     if _process is not None and _process.sender is not None:
-        _process.sender.close(EXIT_FLUSH_TIMEOUT)
+        _process.sender.close(EXIT_FLUSH_TIMEOUT, exiting=True)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -111,6 +111,7 @@ class Sender:
         self.hello = hello
         self._locate = locate
         self._closing = threading.Event()
+        self._exiting = False  # the kernel process is exiting: say so when closing
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="nbrelay-sender", daemon=True)
         self._problem: str | None = None
@@ -128,9 +129,13 @@ class Sender:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self, timeout: float) -> bool:
-        """Deliver what is pending within ``timeout`` seconds, then stop. True if all was acked."""
+    def close(self, timeout: float, exiting: bool = False) -> bool:
+        """Deliver what is pending within ``timeout`` seconds, then stop. True if all was acked.
+
+        ``exiting``: the kernel process is ending, and the daemon is told so (it then shows
+        the kernel as exited, not in its last state, which after a shutdown is "busy")."""
         self._deadline = time.monotonic() + timeout
+        self._exiting = exiting
         self._closing.set()
         self.outbox.wake()
         self._thread.join(timeout + 1)
@@ -190,7 +195,10 @@ class Sender:
             try:
                 self._send_batches(ws, welcome)
             finally:
-                ws.close()
+                if self._exiting:
+                    ws.close(protocol.CLOSE_GOING_AWAY, "kernel exiting")
+                else:
+                    ws.close()
                 reader.join()
 
     def _send_batches(self, ws: Connection, welcome: protocol.Welcome) -> None:

@@ -242,8 +242,12 @@ class Relay:
             await ws.send_text(welcome.encode())
             await self._batches(ws, hello)
             await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as exc:
+            # The hook says its kernel process is exiting. A restarted kernel's new process
+            # may be connected already: that kernel is not exited.
+            exited = exc.code == protocol.CLOSE_GOING_AWAY and kernel_id is not None
+            if exited and self.connected[kernel_id] == 1:
+                await self.store.kernel_exited(kernel_id)
         except ProtocolError as exc:
             log.warning("closing ingest connection from %s: %s", _peer(ws), exc.reason)
             await ws.close(exc.code, _close_reason(exc.reason))

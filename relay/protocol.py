@@ -12,6 +12,8 @@ Ingest, kernel hook -> daemon (``/ws/ingest``)::
             ...                                     a line, in this key order)
     daemon: {"type": "ack", "acked": N}            (after the SQLite commit; at most
                                                     one every 50 ms, for the latest N)
+    hook:   close 1001 "kernel exiting"            (the kernel process ends; any other
+                                                    close leaves the kernel's state as is)
 
 A batch holds one JSON object per line (JSON text never holds a raw newline), so the daemon
 can parse each message to check it and still store the very text it received, spliced into
@@ -61,7 +63,7 @@ START = "nbrelay.start"  # a kernel process connected for the first time (start 
 GAP = "nbrelay.gap"  # the hook had to drop messages: how many, and which numbers
 
 #: WebSocket close codes (RFC 6455).
-CLOSE_GOING_AWAY = 1001  # the daemon is shutting down
+CLOSE_GOING_AWAY = 1001  # the daemon is shutting down; from a hook: its kernel process exits
 CLOSE_INVALID_DATA = 1007  # a malformed frame
 CLOSE_POLICY = 1008  # missing or wrong token, unusable parameters
 CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later

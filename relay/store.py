@@ -382,6 +382,15 @@ class Store:
             self._uncheckpointed = 0
             self._checkpoint = asyncio.create_task(self._run_checkpoint())
 
+    async def kernel_exited(self, kernel_id: str) -> None:
+        """Show the kernel as exited: its last status, after a shutdown, is "busy"."""
+        assert self._writer is not None
+        try:
+            await self._in_writer(_set_exited, self._writer, kernel_id)
+        except sqlite3.Error as exc:  # only the state shown is lost
+            log.error("could not record that kernel %s exited: %s", kernel_id, exc)
+            await self._rollback()
+
     async def _run_checkpoint(self) -> None:
         assert self._checkpointer is not None
         try:
@@ -508,6 +517,11 @@ def _add_record_counts(db: sqlite3.Connection) -> None:
             "UPDATE kernels SET records = (SELECT count(*) FROM records r "
             "WHERE r.kernel_id = kernels.kernel_id)"
         )
+
+
+def _set_exited(db: sqlite3.Connection, kernel_id: str) -> None:
+    db.execute("UPDATE kernels SET execution_state = 'exited' WHERE kernel_id = ?", (kernel_id,))
+    db.commit()
 
 
 def _checkpoint(db: sqlite3.Connection) -> None:

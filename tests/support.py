@@ -370,9 +370,10 @@ class Kernel:
         assert not errors, errors
         return msgs
 
-    def shutdown(self) -> None:
+    def shutdown(self, now: bool = True) -> None:
+        """Kill the kernel, or with ``now=False`` ask it to shut down, as Jupyter's menu does."""
         self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
+        self.km.shutdown_kernel(now=now)
         self._log.close()
 
 

@@ -117,6 +117,9 @@ def test_kernel_restart_keeps_history_and_marks_it(daemon: Daemon, kernel: Kerne
     ids = [r["msg_id"] for r in stored]
     assert starts[1] > ids.index(before[-1]["header"]["msg_id"])  # the marker sits between
     assert starts[1] < ids.index(after[0]["header"]["msg_id"])
+    # The old process said it exited; the new one's state is what shows.
+    (info,) = [k for k in daemon.get("api/kernels").json()["kernels"] if k["connected"]]
+    assert info["kernel_id"] == kernel.kernel_id and info["execution_state"] == "idle"
 
 
 @pytest.fixture

@@ -129,6 +129,36 @@ def test_unload_restores_the_kernel_and_flushes(daemon: Daemon, kernel_factory: 
     assert len(starts) == 1
 
 
+def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_factory: Any) -> None:
+    """After a shutdown request a kernel's last status is "busy"; the hook says at exit that
+    the process ended, so the kernel shows as exited. A kernel that is killed keeps its last
+    state, and so does one that only unloads the extension."""
+
+    def state(k: Kernel) -> str | None:
+        kernels = daemon.get("api/kernels").json()["kernels"]
+        return next(x["execution_state"] for x in kernels if x["kernel_id"] == k.kernel_id)
+
+    def connected(k: Kernel) -> bool:
+        kernels = daemon.get("api/kernels").json()["kernels"]
+        return bool(next(x["connected"] for x in kernels if x["kernel_id"] == k.kernel_id))
+
+    unloaded, killed = kernel_factory(), kernel_factory()
+    for k in (unloaded, killed):
+        k.run_ok("%load_ext nbrelay\nprint('hello')")
+    unloaded.run_ok("%unload_ext nbrelay")
+    killed.shutdown()
+    wait_for(lambda: not connected(unloaded) and not connected(killed), 10, "both gone")
+    clean = Kernel(daemon.runtime_dir)
+    try:
+        clean.run_ok("%load_ext nbrelay\nprint('hello')")
+    finally:
+        clean.shutdown(now=False)
+    wait_for(lambda: state(clean) == "exited", 10, "the clean shutdown recorded")
+    assert state(killed) == "idle"
+    assert state(unloaded) == "busy"  # running %unload_ext: its idle was not captured
+    assert not connected(clean)
+
+
 def test_plain_ipython_is_refused_politely(tmp_path: Any) -> None:
     """Outside a Jupyter kernel the extension says so and changes nothing."""
     import subprocess
