@@ -112,7 +112,8 @@ class App {
 
   drawEntry(entry) {
     const info = entry.info;
-    const state = info.connected === false ? "disconnected" : (entry.view && entry.view.state) || info.execution_state || "";
+    const gone = info.execution_state === "exited" ? "exited" : "disconnected";
+    const state = info.connected === false ? gone : (entry.view && entry.view.state) || info.execution_state || "";
     const name = info.notebook || info.kernel_id;
     entry.button.replaceChildren();
     const title = document.createElement("span");

@@ -259,7 +259,7 @@ def test_kernel_list_shows_state_and_selection(
     daemon: Daemon, kernel_factory: Any, page: Page
 ) -> None:
     """Each kernel is listed with its notebook, host and state; the URL names the selection;
-    a kernel that went away is shown as disconnected."""
+    a kernel that went away is shown as disconnected, one that shut down as exited."""
     first, second = kernel_factory(), kernel_factory()
     for k in (first, second):
         k.run_ok("%load_ext nbrelay")
@@ -272,6 +272,8 @@ def test_kernel_list_shows_state_and_selection(
     expect(page).to_have_url(re.compile(f"kernel={second.kernel_id}"))
     second.shutdown()
     expect(page.locator("nav li.selected .badge")).to_have_text("disconnected")
+    first.shutdown(now=False)
+    expect(page.locator("nav li:not(.selected) .badge")).to_have_text("exited")
 
 
 def test_viewer_under_a_path_prefix(tmp_path: Path, page: Page) -> None:
