@@ -31,7 +31,10 @@ PAGE = 1000  # records a page when reading history
 class Client:
     def __init__(self, locate: Callable[[], Endpoint] = locate_daemon) -> None:
         self._locate = locate
-        self.endpoint = locate()
+        try:
+            self.endpoint = locate()
+        except NbrelayError as exc:  # what is stored stays in the database meanwhile
+            raise NbrelayError(f"{exc}; start it with `nbrelay serve --detach`") from None
 
     def get(self, path: str, **params: object) -> dict[str, Any]:
         """GET an API path, as JSON; NbrelayError saying what went wrong."""
