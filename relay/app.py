@@ -245,8 +245,11 @@ class Relay:
         except WebSocketDisconnect as exc:
             # The hook says its kernel process is exiting. A restarted kernel's new process
             # may be connected already: that kernel is not exited.
-            exited = exc.code == protocol.CLOSE_GOING_AWAY and kernel_id is not None
-            if exited and self.connected[kernel_id] == 1:
+            if (
+                exc.code == protocol.CLOSE_GOING_AWAY
+                and kernel_id is not None
+                and self.connected[kernel_id] == 1
+            ):
                 await self.store.kernel_exited(kernel_id)
         except ProtocolError as exc:
             log.warning("closing ingest connection from %s: %s", _peer(ws), exc.reason)
