@@ -384,6 +384,8 @@ class Store:
 
     async def kernel_exited(self, kernel_id: str) -> None:
         """Show the kernel as exited: its last status, after a shutdown, is "busy"."""
+        if self._closed:  # the daemon is stopping too: its writer may be gone already
+            return
         assert self._writer is not None
         try:
             await self._in_writer(_set_exited, self._writer, kernel_id)
