@@ -201,14 +201,20 @@ class Store:
         self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         # A checkpoint that must wait (RESTART, below) gives up before a commit waiting on it
         # would (sqlite3's default 5 s): the next one tries again, the commit must not fail.
-        self._checkpointer = await asyncio.get_running_loop().run_in_executor(
-            self._checkpoint_thread, functools.partial(sqlite3.connect, self.path, timeout=1.0)
+        self._checkpointer = await self._in_checkpointer(
+            functools.partial(sqlite3.connect, self.path, timeout=1.0)
         )
         self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
 
     async def _in_writer(self, call: Callable[..., T], *args: Any) -> T:
         """``call(*args)`` on the writer's thread, the only one that may use its connection."""
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, call, *args)
+
+    async def _in_checkpointer(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the checkpoint thread, the only one that may use its connection."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._checkpoint_thread, call, *args
+        )
 
     def _open_writer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path)  # on the writer's thread: it stays there
@@ -238,9 +244,7 @@ class Store:
         if self._checkpoint is not None:
             await self._checkpoint
         if self._checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._checkpoint_thread, self._checkpointer.close
-            )
+            await self._in_checkpointer(self._checkpointer.close)
         self._checkpoint_thread.shutdown()
         if self._reader is not None:
             await self._reader.close()
@@ -396,9 +400,7 @@ class Store:
     async def _run_checkpoint(self) -> None:
         assert self._checkpointer is not None
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._checkpoint_thread, _checkpoint, self._checkpointer
-            )
+            await self._in_checkpointer(_checkpoint, self._checkpointer)
         except sqlite3.Error as exc:  # the WAL keeps everything; the next checkpoint retries
             log.error("checkpoint failed: %s", exc)
         finally:

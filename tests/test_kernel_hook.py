@@ -134,13 +134,15 @@ def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_facto
     the process ended, so the kernel shows as exited. A kernel that is killed keeps its last
     state, and so does one that only unloads the extension."""
 
-    def state(k: Kernel) -> str | None:
+    def info(k: Kernel) -> dict[str, Any]:
         kernels = daemon.get("api/kernels").json()["kernels"]
-        return next(x["execution_state"] for x in kernels if x["kernel_id"] == k.kernel_id)
+        return next(x for x in kernels if x["kernel_id"] == k.kernel_id)
+
+    def state(k: Kernel) -> Any:
+        return info(k)["execution_state"]
 
     def connected(k: Kernel) -> bool:
-        kernels = daemon.get("api/kernels").json()["kernels"]
-        return bool(next(x["connected"] for x in kernels if x["kernel_id"] == k.kernel_id))
+        return bool(info(k)["connected"])
 
     unloaded, killed = kernel_factory(), kernel_factory()
     for k in (unloaded, killed):
