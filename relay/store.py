@@ -18,7 +18,6 @@ pages, and for 10 kB messages they were half of a commit's time.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import sqlite3
@@ -45,7 +44,7 @@ APPLICATION_ID = 0x6E627231  # "nbr1" in the SQLite header: this file is an nbre
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # --durability -> PRAGMA synchronous
 CHECK_EVERY = 1.0  # seconds between retention checks while writes come in
 CHECKPOINT_BYTES = 4 * 2**20  # committed between checkpoints: SQLite's own 1000 pages
-WAL_LIMIT_PAGES = 8192  # 32 MiB: past it, a checkpoint makes the WAL start over
+WAL_LIMIT_PAGES = 8192  # 32 MiB: past it, the writer finishes a checkpoint (_run_checkpoint)
 IDLE_PRUNE = 60.0  # seconds without writes after which retention runs anyway
 
 
@@ -199,11 +198,7 @@ class Store:
             self.pruned_through = value
         await self._prune()
         self._reader = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        # A checkpoint that must wait (RESTART, below) gives up before a commit waiting on it
-        # would (sqlite3's default 5 s): the next one tries again, the commit must not fail.
-        self._checkpointer = await self._in_checkpointer(
-            functools.partial(sqlite3.connect, self.path, timeout=1.0)
-        )
+        self._checkpointer = await self._in_checkpointer(sqlite3.connect, self.path)
         self._task = asyncio.create_task(self._write_loop(), name="nbrelay-writer")
 
     async def _in_writer(self, call: Callable[..., T], *args: Any) -> T:
@@ -398,9 +393,19 @@ class Store:
             await self._rollback()
 
     async def _run_checkpoint(self) -> None:
-        assert self._checkpointer is not None
+        """Copy the WAL into the database on the checkpoint thread, beside the writer.
+
+        The WAL only starts over at a commit after a checkpoint that copied all of it, and
+        under sustained ingest the writer always adds more meanwhile. So past WAL_LIMIT_PAGES
+        the writer, between two commits, copies what came in during the checkpoint: a few
+        milliseconds of ingest instead of the whole WAL, and its next commit starts the WAL
+        over. (A RESTART checkpoint, which waits for the writer instead, held commits up
+        for 20-40 ms each time; docs/benchmarks.md.)
+        """
+        assert self._checkpointer is not None and self._writer is not None
         try:
-            await self._in_checkpointer(_checkpoint, self._checkpointer)
+            if await self._in_checkpointer(_checkpoint, self._checkpointer) > WAL_LIMIT_PAGES:
+                await self._in_writer(_checkpoint, self._writer)
         except sqlite3.Error as exc:  # the WAL keeps everything; the next checkpoint retries
             log.error("checkpoint failed: %s", exc)
         finally:
@@ -528,14 +533,11 @@ def _set_exited(db: sqlite3.Connection, kernel_id: str) -> None:
     db.commit()
 
 
-def _checkpoint(db: sqlite3.Connection) -> None:
-    """Copy the WAL into the database, on the checkpoint thread, without holding up the writer
-    (PASSIVE). The WAL starts over only when a checkpoint has copied all of it; a writer that
-    never pauses long enough for that would grow it without end, so past WAL_LIMIT_PAGES this
-    waits for the current commit and makes the next one start the WAL over (RESTART)."""
+def _checkpoint(db: sqlite3.Connection) -> int:
+    """Copy the WAL into the database without waiting for anyone (PASSIVE); returns the WAL's
+    size in pages."""
     _, wal_pages, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if wal_pages > WAL_LIMIT_PAGES:
-        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+    return int(wal_pages)
 
 
 # Records go in ROWS_PER_INSERT at a time, as one statement, not through executemany: a

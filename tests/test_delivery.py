@@ -275,10 +275,10 @@ def test_seqs_are_never_reused_after_rows_are_deleted(daemon: Daemon) -> None:
 def test_the_wal_stays_bounded_while_kernels_write_and_is_folded_in_at_stop(
     tmp_path: Path,
 ) -> None:
-    """Checkpoints run beside the writer, and one can only start the WAL over once it copied
+    """Checkpoints run beside the writer, and the WAL only starts over after one that copied
     all of it: under sustained ingest the WAL grew with everything stored (300 MB for 300 MB)
-    until a checkpoint past the limit waited for a pause. At a clean stop it is folded into
-    the database file and removed."""
+    until, past the limit, the writer itself finished each checkpoint. At a clean stop it is
+    folded into the database file and removed."""
     daemon = Daemon(tmp_path).start()
     wal = Path(f"{daemon.db}-wal")
     text = "x" * 10_000
