@@ -132,8 +132,8 @@ class Sender:
     def close(self, timeout: float, exiting: bool = False) -> bool:
         """Deliver what is pending within ``timeout`` seconds, then stop. True if all was acked.
 
-        ``exiting``: the kernel process is ending, and the daemon is told so (it then shows
-        the kernel as exited, not in its last state, which after a shutdown is "busy")."""
+        The daemon is told why, and shows the kernel as exited (``exiting``: the kernel
+        process is ending) or unloaded, not in its last state, which is then "busy"."""
         self._deadline = time.monotonic() + timeout
         self._exiting = exiting
         self._closing.set()
@@ -197,8 +197,10 @@ class Sender:
             finally:
                 if self._exiting:
                     ws.close(protocol.CLOSE_GOING_AWAY, "kernel exiting")
-                else:
-                    ws.close()
+                elif self._closing.is_set():
+                    ws.close(protocol.CLOSE_NORMAL, "extension unloaded")
+                else:  # a failure: the sender connects again
+                    ws.close(protocol.CLOSE_INTERNAL_ERROR)
                 reader.join()
 
     def _send_batches(self, ws: Connection, welcome: protocol.Welcome) -> None:

@@ -243,14 +243,11 @@ class Relay:
             await self._batches(ws, hello)
             await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
         except WebSocketDisconnect as exc:
-            # The hook says its kernel process is exiting. A restarted kernel's new process
-            # may be connected already: that kernel is not exited.
-            if (
-                exc.code == protocol.CLOSE_GOING_AWAY
-                and kernel_id is not None
-                and self.connected[kernel_id] == 1
-            ):
-                await self.store.kernel_exited(kernel_id)
+            # The hook says its kernel process is exiting, or the extension was unloaded. A
+            # restarted kernel's new process may be connected already: that kernel is not.
+            state = protocol.LEFT_STATES.get(exc.code)
+            if state is not None and kernel_id is not None and self.connected[kernel_id] == 1:
+                await self.store.kernel_left(kernel_id, state)
         except ProtocolError as exc:
             log.warning("closing ingest connection from %s: %s", _peer(ws), exc.reason)
             await ws.close(exc.code, _close_reason(exc.reason))

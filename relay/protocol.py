@@ -12,7 +12,8 @@ Ingest, kernel hook -> daemon (``/ws/ingest``)::
             ...                                     a line, in this key order)
     daemon: {"type": "ack", "acked": N}            (after the SQLite commit; at most
                                                     one every 50 ms, for the latest N)
-    hook:   close 1001 "kernel exiting"            (the kernel process ends; any other
+    hook:   close 1001 "kernel exiting"            (the kernel process ends; 1000: the
+                                                    extension was unloaded; any other
                                                     close leaves the kernel's state as is)
 
 A batch holds one JSON object per line (JSON text never holds a raw newline), so the daemon
@@ -64,11 +65,16 @@ START = "nbrelay.start"  # a kernel process connected for the first time (start 
 GAP = "nbrelay.gap"  # the hook had to drop messages: how many, and which numbers
 
 #: WebSocket close codes (RFC 6455).
+CLOSE_NORMAL = 1000  # from a hook: the extension was unloaded, the kernel goes on
 CLOSE_GOING_AWAY = 1001  # the daemon is shutting down; from a hook: its kernel process exits
 CLOSE_INVALID_DATA = 1007  # a malformed frame
 CLOSE_POLICY = 1008  # missing or wrong token, unusable parameters
-CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later
+CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later; from a hook: it failed, and retries
 CLOSE_TRY_AGAIN_LATER = 1013  # too many connections
+
+#: The kernel's state once its hook has closed with this code: its last status no longer
+#: says what it is doing (after a shutdown request or an unload, that status is "busy").
+LEFT_STATES = {CLOSE_GOING_AWAY: "exited", CLOSE_NORMAL: "unloaded"}
 
 MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: the bound of every number on the wire
 

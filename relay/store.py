@@ -381,15 +381,15 @@ class Store:
             self._uncheckpointed = 0
             self._checkpoint = asyncio.create_task(self._run_checkpoint())
 
-    async def kernel_exited(self, kernel_id: str) -> None:
-        """Show the kernel as exited: its last status, after a shutdown, is "busy"."""
+    async def kernel_left(self, kernel_id: str, state: str) -> None:
+        """Show the kernel as ``state`` (protocol.LEFT_STATES): its hook said why it left."""
         if self._closed:  # the daemon is stopping too: its writer may be gone already
             return
         assert self._writer is not None
         try:
-            await self._in_writer(_set_exited, self._writer, kernel_id)
+            await self._in_writer(_set_state, self._writer, kernel_id, state)
         except sqlite3.Error as exc:  # only the state shown is lost
-            log.error("could not record that kernel %s exited: %s", kernel_id, exc)
+            log.error("could not record that kernel %s %s: %s", kernel_id, state, exc)
             await self._rollback()
 
     async def _run_checkpoint(self) -> None:
@@ -528,8 +528,8 @@ def _add_record_counts(db: sqlite3.Connection) -> None:
         )
 
 
-def _set_exited(db: sqlite3.Connection, kernel_id: str) -> None:
-    db.execute("UPDATE kernels SET execution_state = 'exited' WHERE kernel_id = ?", (kernel_id,))
+def _set_state(db: sqlite3.Connection, kernel_id: str, state: str) -> None:
+    db.execute("UPDATE kernels SET execution_state = ? WHERE kernel_id = ?", (state, kernel_id))
     db.commit()
 
 

@@ -112,7 +112,8 @@ class App {
 
   drawEntry(entry) {
     const info = entry.info;
-    const gone = info.execution_state === "exited" ? "exited" : "disconnected";
+    const said = ["exited", "unloaded"].includes(info.execution_state); // the hook said why
+    const gone = said ? info.execution_state : "disconnected";
     const state = info.connected === false ? gone : (entry.view && entry.view.state) || info.execution_state || "";
     const name = info.notebook || info.kernel_id;
     entry.button.replaceChildren();

@@ -131,8 +131,9 @@ def test_unload_restores_the_kernel_and_flushes(daemon: Daemon, kernel_factory: 
 
 def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_factory: Any) -> None:
     """After a shutdown request a kernel's last status is "busy"; the hook says at exit that
-    the process ended, so the kernel shows as exited. A kernel that is killed keeps its last
-    state, and so does one that only unloads the extension."""
+    the process ended, so the kernel shows as exited. One that unloads the extension shows
+    as unloaded (its last status is the unload cell's "busy"), and one that is killed keeps
+    its last state."""
 
     def info(k: Kernel) -> dict[str, Any]:
         kernels = daemon.get("api/kernels").json()["kernels"]
@@ -157,7 +158,7 @@ def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_facto
         clean.shutdown(now=False)
     wait_for(lambda: state(clean) == "exited", 10, "the clean shutdown recorded")
     assert state(killed) == "idle"
-    assert state(unloaded) == "busy"  # running %unload_ext: its idle was not captured
+    assert state(unloaded) == "unloaded"
     assert not connected(clean)
 
 

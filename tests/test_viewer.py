@@ -259,21 +259,25 @@ def test_kernel_list_shows_state_and_selection(
     daemon: Daemon, kernel_factory: Any, page: Page
 ) -> None:
     """Each kernel is listed with its notebook, host and state; the URL names the selection;
-    a kernel that went away is shown as disconnected, one that shut down as exited."""
+    a kernel that went away is shown as disconnected, one that shut down as exited, one that
+    unloaded the extension as unloaded."""
     first, second = kernel_factory(), kernel_factory()
-    for k in (first, second):
+    third = kernel_factory(JPY_SESSION_NAME="side.ipynb")
+    for k in (first, second, third):
         k.run_ok("%load_ext nbrelay")
     page.goto(f"{daemon.url}?kernel={first.kernel_id}#token={daemon.token}")
     items = page.locator("nav li")
-    expect(items).to_have_count(2)
+    expect(items).to_have_count(3)
+    third.run_ok("%unload_ext nbrelay")
+    expect(page.locator("nav li:has-text('side.ipynb') .badge")).to_have_text("unloaded")
     expect(page.locator("nav li.selected")).to_contain_text("work/analysis.ipynb")
     expect(page.locator("nav li.selected .badge")).to_have_text("idle")
-    page.locator("nav li:not(.selected) button").click()
+    page.locator("nav li:not(.selected):has-text('analysis') button").click()
     expect(page).to_have_url(re.compile(f"kernel={second.kernel_id}"))
     second.shutdown()
     expect(page.locator("nav li.selected .badge")).to_have_text("disconnected")
     first.shutdown(now=False)
-    expect(page.locator("nav li:not(.selected) .badge")).to_have_text("exited")
+    expect(page.locator("nav li:not(.selected):has-text('analysis') .badge")).to_have_text("exited")
 
 
 def test_viewer_under_a_path_prefix(tmp_path: Path, page: Page) -> None:
