@@ -108,6 +108,12 @@ def test_unload_restores_the_kernel_and_flushes(daemon: Daemon, kernel_factory: 
     k.run_ok("import nbrelay; nbrelay.load_ipython_extension(get_ipython())")
     assert stream_text(k.run_ok(probe)) == "False\n"
     last = k.run_ok("for i in range(200): print(i, flush=True)\n%unload_ext nbrelay")
+
+    def state() -> Any:
+        kernels = daemon.get("api/kernels").json()["kernels"]
+        return next(x["execution_state"] for x in kernels if x["kernel_id"] == k.kernel_id)
+
+    wait_for(lambda: state() == "unloaded", 10, "the unload recorded")
     after = k.run_ok(probe)
     assert stream_text(after) == "True\n"
     # Everything up to the unload was delivered, once; nothing after it was captured.
@@ -127,6 +133,8 @@ def test_unload_restores_the_kernel_and_flushes(daemon: Daemon, kernel_factory: 
     )
     starts = [r for r in daemon.messages(kernel_id=k.kernel_id) if r["msg_type"] == "nbrelay.start"]
     assert len(starts) == 1
+    # Relayed again, the kernel shows its own state once more, not "unloaded".
+    wait_for(lambda: state() == "idle", 10, "the state after reloading")
 
 
 def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_factory: Any) -> None:
