@@ -397,15 +397,16 @@ class Store:
 
         The WAL only starts over at a commit after a checkpoint that copied all of it, and
         under sustained ingest the writer always adds more meanwhile. So past WAL_LIMIT_PAGES
-        the writer, between two commits, copies what came in during the checkpoint: a few
-        milliseconds of ingest instead of the whole WAL, and its next commit starts the WAL
-        over. (A RESTART checkpoint, which waits for the writer instead, held commits up
-        for 20-40 ms each time; docs/benchmarks.md.)
+        the writer, between two commits, finishes the job: it copies what came in during the
+        checkpoint (a few milliseconds of ingest, not the whole WAL), and as RESTART, so that
+        its next commit starts the WAL over even if a reader was in the way (it waits for
+        readers, never for a writer: it is the writer). The checkpoint thread's RESTART held
+        commits up for 20-40 ms each time (docs/benchmarks.md).
         """
         assert self._checkpointer is not None and self._writer is not None
         try:
             if await self._in_checkpointer(_checkpoint, self._checkpointer) > WAL_LIMIT_PAGES:
-                await self._in_writer(_checkpoint, self._writer)
+                await self._in_writer(_checkpoint, self._writer, "RESTART")
         except sqlite3.Error as exc:  # the WAL keeps everything; the next checkpoint retries
             log.error("checkpoint failed: %s", exc)
         finally:
@@ -533,10 +534,10 @@ def _set_state(db: sqlite3.Connection, kernel_id: str, state: str) -> None:
     db.commit()
 
 
-def _checkpoint(db: sqlite3.Connection) -> int:
-    """Copy the WAL into the database without waiting for anyone (PASSIVE); returns the WAL's
-    size in pages."""
-    _, wal_pages, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+def _checkpoint(db: sqlite3.Connection, mode: str = "PASSIVE") -> int:
+    """Copy the WAL into the database; returns the WAL's size in pages. PASSIVE waits for
+    nobody; RESTART waits for readers to leave the WAL, so that the next commit starts it over."""
+    _, wal_pages, _ = db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     return int(wal_pages)
 
 
