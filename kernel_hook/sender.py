@@ -211,7 +211,9 @@ class Sender:
         """
         limit = welcome.max_frame_bytes - BATCH_FRAMING
         while True:
-            batch = self.outbox.take(min(BATCH_BYTES, limit), IDLE_CHECK, SPACING)
+            closing = self._closing.is_set()  # then send what is there, without waiting
+            idle, spacing = (0.0, 0.0) if closing else (IDLE_CHECK, SPACING)
+            batch = self.outbox.take(min(BATCH_BYTES, limit), idle, spacing)
             frame: list[str] = []
             size = 0
             for entry in batch:
@@ -232,7 +234,7 @@ class Sender:
                 ws.send(protocol.encode_batch(frame))
             if not self.connected:
                 raise self._reader_error or ConnectionError("the daemon closed the connection")
-            if self._closing.is_set() and not batch:
+            if closing and not batch:
                 remaining = self._deadline - time.monotonic()
                 if self.outbox.wait_acked(max(0.0, remaining)) or remaining <= 0:
                     return

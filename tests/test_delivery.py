@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import (
     CAPTURED,
     FACTOR,
@@ -230,6 +231,27 @@ def test_an_unreadable_last_message_does_not_hold_up_close(daemon: Daemon) -> No
         "odd-end-session:start",
         "first",
     ]
+
+
+def test_close_sends_what_just_came_and_stops_once_it_is_acknowledged(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output that came just before close() is sent and acknowledged, and the sender stops
+    then. It used to wait out the frame spacing and IDLE_CHECK for more output first: a
+    second more at every %unload_ext and kernel exit that followed output (here, both are
+    long, and close() gave up waiting for the thread)."""
+    monkeypatch.setattr("nbrelay.kernel_hook.sender.SPACING", 600.0)
+    monkeypatch.setattr("nbrelay.kernel_hook.sender.IDLE_CHECK", 600.0)
+    outbox = Outbox(limit_bytes=2**20)
+    hello = protocol.Hello("closing", "closing-session", None, "h", 1, protocol.now_iso())
+    sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
+    sender.start()
+    outbox.put(header("first"), b"{}", b'{"name": "stdout", "text": "x\\n"}')
+    wait_for(lambda: len(daemon.messages(kernel_id="closing")) == 2, 10, "the first message")
+    outbox.put(header("second"), b"{}", b'{"name": "stdout", "text": "y\\n"}')  # spaced
+    assert sender.close(10 * FACTOR)
+    assert not sender.connected  # the sender thread is done, not waiting for output
+    assert [r["msg_id"] for r in daemon.messages(kernel_id="closing")][1:] == ["first", "second"]
 
 
 def test_a_viewer_that_does_not_read_does_not_hold_up_ingest(daemon: Daemon) -> None:
