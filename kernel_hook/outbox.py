@@ -45,6 +45,7 @@ class Outbox:
         self.limit_bytes = limit_bytes
         self._lock = lock = threading.Lock()
         self._cond = threading.Condition(lock)  # take() waits here for output to send
+        self._drained = threading.Condition(lock)  # wait_acked() waits here for acks
         self._unsent: deque[Entry] = deque()
         self._inflight: deque[Entry] = deque()  # sent on the current connection, not yet acked
         self._bytes = 0
@@ -109,23 +110,26 @@ class Outbox:
             return batch
 
     def ack(self, acked: int) -> None:
-        """Forget everything up to ``acked``: the daemon committed it. A waiting take()
-        sleeps on: an ack brings it nothing to send."""
+        """Forget everything up to ``acked``: the daemon committed it."""
         with self._cond:
             self.acked = max(self.acked, acked)
             for queue in (self._inflight, self._unsent):
                 while queue and queue[0].n <= acked:
                     self._bytes -= queue.popleft().size
+            if not self._inflight:  # only wait_acked() cares; take() sleeps on
+                self._drained.notify_all()
 
     def forget(self, entry: Entry) -> None:
         """Drop a taken entry the sender could not send: no ack will ever cover it when it is
-        the last in flight, and closing waits for acks."""
+        the last in flight, and close() waits for acks."""
         with self._cond:
             try:
                 self._inflight.remove(entry)
             except ValueError:  # gone already: dropped for room, or acked after a later one
                 return
             self._bytes -= entry.size
+            if not self._inflight:
+                self._drained.notify_all()
 
     def rewind(self, acked: int) -> None:
         """A new connection: what was in flight and not acked goes out again, in order."""
@@ -135,15 +139,18 @@ class Outbox:
             self._inflight.clear()
 
     def wake(self) -> None:
-        """Make a waiting take() return now."""
+        """Make a waiting take() or wait_acked() return now."""
         with self._cond:
             self._woken = True
             self._cond.notify_all()
+            self._drained.notify_all()
 
-    def in_flight(self) -> int:
-        """Messages taken for sending on this connection and not acknowledged yet."""
+    def wait_acked(self, timeout: float) -> bool:
+        """Wait until nothing is in flight; True if so."""
         with self._cond:
-            return len(self._inflight)
+            return self._drained.wait_for(lambda: not self._inflight or self._woken, timeout) and (
+                not self._inflight
+            )
 
     def stats(self) -> dict[str, int]:
         with self._cond:

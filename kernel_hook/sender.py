@@ -1,10 +1,10 @@
 """The one background thread that owns the connection to the daemon.
 
 It connects (finding the daemon anew each time), says hello, learns what is already stored,
-then sends the outbox in batches and applies the daemon's acks between them. Any failure
-ends the connection; the thread retries with exponential backoff and jitter, and the outbox
-keeps everything unacknowledged meanwhile. Problems are logged once per kind, never raised:
-the kernel must not notice.
+then sends the outbox in batches while a reader thread applies the daemon's acks. Any
+failure ends the connection; the thread retries with exponential backoff and jitter, and
+the outbox keeps everything unacknowledged meanwhile. Problems are logged once per kind,
+never raised: the kernel must not notice.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 5.0
 OPEN_TIMEOUT = 5.0
 IDLE_CHECK = 1.0  # how often a waiting sender re-checks its connection and close request
-ACK_CHECK = 0.1  # how soon a sender with nothing to send applies the acks for its last frames
 SPACING = 0.010  # while output is sustained, a frame goes at most this often (Outbox.take)
 
 
@@ -118,6 +117,7 @@ class Sender:
         self._problem: str | None = None
         self._handshakes = 0
         self._skip_logged = False  # a message with an unreadable header was skipped
+        self._reader_error: Exception | None = None  # why the ack reader stopped
         self.endpoint: Endpoint | None = None
         self.connected = False
 
@@ -187,6 +187,11 @@ class Sender:
                     "nbrelay: connected to %s again; sending what was buffered", endpoint.url
                 )
                 self._problem = None
+            self._reader_error = None
+            reader = threading.Thread(
+                target=self._read_acks, args=(ws,), name="nbrelay-acks", daemon=True
+            )
+            reader.start()
             try:
                 self._send_batches(ws, welcome)
             finally:
@@ -196,24 +201,19 @@ class Sender:
                     ws.close(protocol.CLOSE_NORMAL, "extension unloaded")
                 else:  # a failure: the sender connects again
                     ws.close(protocol.CLOSE_INTERNAL_ERROR)
+                reader.join()
 
     def _send_batches(self, ws: Connection, welcome: protocol.Welcome) -> None:
         """Send the outbox: many messages per frame, never a frame above the daemon's limit.
 
         Content is cut to the daemon's ``max_output_bytes`` before sending, which the daemon
         keeps well below its frame limit, so every message fits in a frame of its own.
-
-        Acks are applied here, after each round of frames, not by a thread waiting for them:
-        in the kernel's process every thread wake costs its own threads time (see
-        docs/benchmarks.md). With nothing to send, the sender still wakes after
-        ``ACK_CHECK`` to apply the acks for its last frames, then every ``IDLE_CHECK``; a
-        closed connection shows then, or at the next send.
         """
         limit = welcome.max_frame_bytes - BATCH_FRAMING
         while True:
             closing = self._closing.is_set()  # then send what is there, without waiting
-            idle = 0.0 if closing else ACK_CHECK if self.outbox.in_flight() else IDLE_CHECK
-            batch = self.outbox.take(min(BATCH_BYTES, limit), idle, 0.0 if closing else SPACING)
+            idle, spacing = (0.0, 0.0) if closing else (IDLE_CHECK, SPACING)
+            batch = self.outbox.take(min(BATCH_BYTES, limit), idle, spacing)
             frame: list[str] = []
             size = 0
             for entry in batch:
@@ -232,22 +232,22 @@ class Sender:
                 size += length + 1
             if frame:
                 ws.send(protocol.encode_batch(frame))
-            self._apply_acks(ws, 0)
+            if not self.connected:
+                raise self._reader_error or ConnectionError("the daemon closed the connection")
             if closing and not batch:
-                while self.outbox.in_flight() and (left := self._deadline - time.monotonic()) > 0:
-                    self._apply_acks(ws, left)
-                return
+                remaining = self._deadline - time.monotonic()
+                if self.outbox.wait_acked(max(0.0, remaining)) or remaining <= 0:
+                    return
 
-    def _apply_acks(self, ws: Connection, timeout: float) -> None:
-        """Apply the acks received so far, waiting up to ``timeout`` for one if there is none.
-        Raises ConnectionClosed once the daemon has closed the connection."""
-        while True:
-            try:
-                frame = ws.recv(timeout)
-            except TimeoutError:
-                return
-            self.outbox.ack(protocol.decode_ack(frame))
-            timeout = 0
+    def _read_acks(self, ws: Connection) -> None:
+        try:
+            for frame in ws:
+                self.outbox.ack(protocol.decode_ack(frame))
+        except (WebSocketException, ProtocolError) as exc:
+            self._reader_error = exc  # the sender thread reports it
+        finally:
+            self.connected = False
+            self.outbox.wake()
 
     # -- reporting -----------------------------------------------------------------------
 

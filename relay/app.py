@@ -31,9 +31,9 @@ from .store import Store, StoreClosed
 log = logging.getLogger("nbrelay.app")
 
 STATIC_DIR = Path(static.__file__).parent
-# Each ack wakes a thread in the kernel (websockets' reader): under sustained output, thread
-# wake-ups are most of what nbrelay costs the kernel, and the hook needs acks only to free
-# its buffer. So a connection gets at most one ack per interval.
+# Each ack wakes two threads in the kernel (websockets' reader and the hook's): under
+# sustained output, thread wake-ups are most of what nbrelay costs the kernel, and the hook
+# needs acks only to free its buffer. So a connection gets at most one ack per interval.
 ACK_INTERVAL = 0.05
 
 

@@ -112,7 +112,7 @@ def test_viewer_filtered_by_kernel(daemon: Daemon, kernel_factory: Any) -> None:
 def test_acks_for_back_to_back_batches_are_combined_and_the_last_one_comes(
     daemon: Daemon,
 ) -> None:
-    """Each ack wakes a thread in the kernel, so batches sent back to back share acks;
+    """Each ack wakes two threads in the kernel, so batches sent back to back share acks;
     the last batch is still acknowledged, with no further frame to prompt it."""
     hello = protocol.Hello("paced-kernel", "paced-session", None, "h", 1, "t")
     with daemon.ingest(hello) as ws:

@@ -122,7 +122,7 @@ def test_output_during_the_spacing_does_not_wake_the_sender() -> None:
 
 
 def test_an_ack_does_not_wake_a_sender_waiting_for_output() -> None:
-    """An ack brings a waiting sender nothing to send: it sleeps on."""
+    """Acks matter to wait_acked() only; a sender with nothing to send sleeps through them."""
     box = Outbox(limit_bytes=10**6)
     put(box, 1)
     box.take(1000, timeout=0)
