@@ -293,13 +293,12 @@ class Viewer:
 class Kernel:
     """A real ipykernel started through jupyter_client, as Jupyter server starts one."""
 
+    START_ATTEMPTS = 3
+
     def __init__(self, runtime_dir: Path, env: dict[str, str] | None = None) -> None:
         self.kernel_id = str(uuid.uuid4())
         runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as Jupyter makes it
-        self.km = KernelManager(
-            kernel_name="python3",
-            connection_file=str(runtime_dir / f"kernel-{self.kernel_id}.json"),
-        )
+        connection_file = runtime_dir / f"kernel-{self.kernel_id}.json"
         # ipykernel stops capturing file-descriptor output when it sees PYTEST_CURRENT_TEST.
         kernel_env = {
             k: v
@@ -313,13 +312,27 @@ class Kernel:
         self.log_path = runtime_dir / f"kernel-{self.kernel_id}.log"
         # The kernel's own stderr (the server's log); open for its life: restarts reuse it.
         self._log = self.log_path.open("wb")
-        self.km.start_kernel(env=kernel_env, stdout=self._log, stderr=self._log)
-        self.kc = self.km.client()
-        # The oracle must see every IOPub message: a SUB socket drops past its high-water
-        # mark (1000 messages) when this process is slow to read, e.g. on a busy machine.
-        self.kc.context.setsockopt(zmq.RCVHWM, 0)
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60 * FACTOR)
+        for attempt in range(1, self.START_ATTEMPTS + 1):
+            self.km = KernelManager(kernel_name="python3", connection_file=str(connection_file))
+            self.km.start_kernel(env=kernel_env, stdout=self._log, stderr=self._log)
+            self.kc = self.km.client()
+            # The oracle must see every IOPub message: a SUB socket drops past its high-water
+            # mark (1000 messages) when this process is slow to read, e.g. on a busy machine.
+            self.kc.context.setsockopt(zmq.RCVHWM, 0)
+            self.kc.start_channels()
+            try:
+                self.kc.wait_for_ready(timeout=60 * FACTOR)
+                return
+            except RuntimeError:
+                self.kc.stop_channels()  # or their sockets fail a later test, unclosed
+                self.km.shutdown_kernel(now=True)
+                # jupyter_client picks free ports and the kernel binds them later: any other
+                # process can take one in between (jupyter/jupyter_client#154), as tests that
+                # open many connections do. Only that is retried, with new ports.
+                lost_race = b"Address already in use" in self.log_path.read_bytes()
+                if not lost_race or attempt == self.START_ATTEMPTS:
+                    self._log.close()
+                    raise
 
     def run(
         self,
