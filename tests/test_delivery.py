@@ -248,7 +248,8 @@ def test_close_sends_what_just_came_and_stops_once_it_is_acknowledged(
     sender.start()
     outbox.put(header("first"), b"{}", b'{"name": "stdout", "text": "x\\n"}')
     wait_for(lambda: len(daemon.messages(kernel_id="closing")) == 2, 10, "the first message")
-    outbox.put(header("second"), b"{}", b'{"name": "stdout", "text": "y\\n"}')  # spaced
+    # The sender now waits out the spacing: "second" is still unsent when close() comes.
+    outbox.put(header("second"), b"{}", b'{"name": "stdout", "text": "y\\n"}')
     assert sender.close(10 * FACTOR)
     assert not sender.connected  # the sender thread is done, not waiting for output
     assert [r["msg_id"] for r in daemon.messages(kernel_id="closing")][1:] == ["first", "second"]
