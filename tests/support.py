@@ -218,6 +218,11 @@ class Daemon:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return HTTP.get(self.url + path, params=params, headers=headers)
 
+    def kernel(self, kernel_id: str) -> dict[str, Any]:
+        """The kernel's entry in /api/kernels (StopIteration if it is not listed)."""
+        kernels = self.get("api/kernels").json()["kernels"]
+        return next(k for k in kernels if k["kernel_id"] == kernel_id)
+
     def messages(self, since: int = 0, kernel_id: str | None = None) -> list[dict[str, Any]]:
         """Every stored record after ``since``, following the API's pages."""
         records: list[dict[str, Any]] = []

@@ -110,8 +110,7 @@ def test_unload_restores_the_kernel_and_flushes(daemon: Daemon, kernel_factory: 
     last = k.run_ok("for i in range(200): print(i, flush=True)\n%unload_ext nbrelay")
 
     def state() -> Any:
-        kernels = daemon.get("api/kernels").json()["kernels"]
-        return next(x["execution_state"] for x in kernels if x["kernel_id"] == k.kernel_id)
+        return daemon.kernel(k.kernel_id)["execution_state"]
 
     wait_for(lambda: state() == "unloaded", 10, "the unload recorded")
     after = k.run_ok(probe)
@@ -143,15 +142,11 @@ def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_facto
     as unloaded (its last status is the unload cell's "busy"), and one that is killed keeps
     its last state."""
 
-    def info(k: Kernel) -> dict[str, Any]:
-        kernels = daemon.get("api/kernels").json()["kernels"]
-        return next(x for x in kernels if x["kernel_id"] == k.kernel_id)
-
     def state(k: Kernel) -> Any:
-        return info(k)["execution_state"]
+        return daemon.kernel(k.kernel_id)["execution_state"]
 
     def connected(k: Kernel) -> bool:
-        return bool(info(k)["connected"])
+        return bool(daemon.kernel(k.kernel_id)["connected"])
 
     unloaded, killed = kernel_factory(), kernel_factory()
     for k in (unloaded, killed):
