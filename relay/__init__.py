@@ -11,3 +11,8 @@ from .kernel_hook import load_ipython_extension, unload_ipython_extension
 
 __version__ = version("nbrelay")
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server's side of the notebook extension (imported by the server only)."""
+    return [{"module": "nbrelay.jupyter_extension"}]

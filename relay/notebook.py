@@ -26,6 +26,9 @@ class Execution:
     count: int | None
     outputs: list[NotebookNode] = field(default_factory=list)
     clear_on_next: bool = False  # clear_output(wait=True) seen
+    #: The display_id each output shows, if any, beside ``outputs``: a page that takes the
+    #: outputs over must know them, so that later update_display_data reach them.
+    display_ids: list[str | None] = field(default_factory=list)
 
 
 def _output(msg_type: str, content: dict[str, Any]) -> NotebookNode | None:
@@ -111,7 +114,9 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
         if display_id:
             displays.setdefault(display_id, []).append(output)
 
+    shown_as = {id(o): display_id for display_id, shown in displays.items() for o in shown}
     for run in order:
+        run.display_ids = [shown_as.get(id(o)) for o in run.outputs]
         for output in run.outputs:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
                 output.text = "\n".join(overwrite(line) for line in output.text.split("\n"))
@@ -148,44 +153,53 @@ def _source(text: str | list[str]) -> str:
     return ("".join(text) if isinstance(text, list) else text).strip()
 
 
-def recover(notebook: NotebookNode, records: Iterable[dict[str, Any]]) -> Recovery:
-    """``notebook`` with the outputs and execution counts of its cells' latest recorded
-    executions.
+def pair(cells: Iterable[NotebookNode], runs: Iterable[Execution]) -> list[tuple[Any, Execution]]:
+    """Each code cell with the latest execution that ran it, as ``recover`` and the notebook
+    extension match them.
 
     A cell matches the executions of exactly its source. When several cells share a source,
     a cell whose saved execution count is one of theirs takes that one; the rest go in
     order, the latest executions to the cells, top to bottom: a notebook run from the top.
     """
-    runs: dict[str, list[Execution]] = {}
-    for run in executions(records):
+    by_source: dict[str, list[Execution]] = {}
+    for run in runs:
         if run.code is not None:
-            runs.setdefault(_source(run.code), []).append(run)
-    cells: dict[str, list[NotebookNode]] = {}
-    for cell in notebook.cells:
+            by_source.setdefault(_source(run.code), []).append(run)
+    by_cell_source: dict[str, list[NotebookNode]] = {}
+    for cell in cells:
         if cell.cell_type == "code":
-            cells.setdefault(_source(cell.source), []).append(cell)
+            by_cell_source.setdefault(_source(cell.source), []).append(cell)
 
-    filled = 0
-    for source, candidates in runs.items():
-        targets = cells.get(source, [])
+    pairs: list[tuple[Any, Execution]] = []
+    for source, candidates in by_source.items():
+        targets = by_cell_source.get(source, [])
         if not targets:
             continue
         free = list(candidates)
-        pairs = []
+        matched = []
         for cell in targets:  # a saved execution count names its run exactly
             exact = [r for r in free if r.count is not None and r.count == cell.execution_count]
             if exact:
-                pairs.append((cell, exact[-1]))
+                matched.append((cell, exact[-1]))
                 free.remove(exact[-1])
-        rest = [c for c in targets if all(c is not p[0] for p in pairs)]
-        pairs += zip(rest, free[-len(rest) :] if rest else [], strict=False)
-        for cell, run in pairs:
-            cell.outputs = run.outputs
-            cell.execution_count = run.count
-            filled += 1
-    unmatched = sum(len(r) for s, r in runs.items() if s not in cells)
+        rest = [c for c in targets if all(c is not p[0] for p in matched)]
+        matched += zip(rest, free[-len(rest) :] if rest else [], strict=False)
+        pairs += matched
+    return pairs
+
+
+def recover(notebook: NotebookNode, records: Iterable[dict[str, Any]]) -> Recovery:
+    """``notebook`` with the outputs and execution counts of its cells' latest recorded
+    executions (matched by :func:`pair`)."""
+    runs = executions(records)
+    pairs = pair(notebook.cells, runs)
+    for cell, run in pairs:
+        cell.outputs = run.outputs
+        cell.execution_count = run.count
+    sources = {_source(c.source) for c in notebook.cells if c.cell_type == "code"}
+    unmatched = sum(1 for r in runs if r.code is not None and _source(r.code) not in sources)
     nbformat.validate(notebook)
-    return Recovery(notebook, filled, unmatched)
+    return Recovery(notebook, len(pairs), unmatched)
 
 
 def read(path: Path) -> NotebookNode:

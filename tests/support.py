@@ -6,6 +6,7 @@ deadlines on slow machines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -431,3 +432,63 @@ def as_record(msg: dict[str, Any]) -> dict[str, Any]:
 
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in ("msg_id", "msg_type", "parent_msg_id", "content")}
+
+
+JUPYTER_TOKEN = "jupyter-token-" + "0" * 16
+
+
+class JupyterServer:
+    """A real Jupyter server (JupyterLab and Notebook 7 included, with every extension the
+    environment enables, nbrelay's too), as a user runs it, in folders of its own."""
+
+    def __init__(self, workdir: Path, runtime_dir: Path | None = None) -> None:
+        self.workdir = workdir
+        self.runtime_dir = runtime_dir or workdir / "runtime"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NBRELAY_", "JUPYTER"))}
+        env.update(
+            JUPYTER_RUNTIME_DIR=str(self.runtime_dir),
+            JUPYTER_CONFIG_DIR=str(workdir / "config"),  # no user settings, no workspaces
+            IPYTHONDIR=str(workdir / "ipython"),
+            NBRELAY_DB=str(workdir / "db.sqlite3"),
+        )
+        env.pop("PYTEST_CURRENT_TEST", None)  # ipykernel stops capturing fd output with it
+        self.log = (workdir / "jupyter.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--allow-root", "--ServerApp.ip=127.0.0.1"]
+            + ["--ServerApp.port=0", "--ServerApp.open_browser=False"]
+            + [f"--ServerApp.token={JUPYTER_TOKEN}", f"--ServerApp.root_dir={workdir}"],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        info = wait_for(self._info, 60, "the Jupyter server to start")
+        self.url = f"http://127.0.0.1:{info['port']}/"
+
+    def _info(self) -> dict[str, int] | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the Jupyter server exited with {self.proc.returncode}")
+        found = list(self.runtime_dir.glob(f"jpserver-{self.proc.pid}.json"))
+        return json.loads(found[0].read_text()) if found else None
+
+    def get(self, path: str, token: bool = True) -> httpx.Response:
+        """A GET as a new visitor (no cookie jar), with Jupyter's token or without it."""
+        headers = {"Authorization": f"token {JUPYTER_TOKEN}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=30 * FACTOR)
+
+    def post(self, path: str, body: Any, token: bool = True) -> httpx.Response:
+        headers = {"Authorization": f"token {JUPYTER_TOKEN}"} if token else {}
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=30 * FACTOR)
+
+    def delete(self, path: str) -> httpx.Response:
+        headers = {"Authorization": f"token {JUPYTER_TOKEN}"}
+        return httpx.delete(self.url + path, headers=headers, timeout=30 * FACTOR)
+
+    def stop(self) -> None:
+        daemon = self.runtime_dir / "nbrelay.json"
+        pid = json.loads(daemon.read_text())["pid"] if daemon.exists() else None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        self.log.close()
+        if pid is not None and pid != os.getpid():  # the proxy's child, if the server left it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)

@@ -3,62 +3,15 @@ under the Jupyter server's own URL and login, with no tunnel and no nbrelay toke
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from support import FACTOR, Kernel, wait_for
+from support import JUPYTER_TOKEN, JupyterServer, Kernel, wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-
-JUPYTER_TOKEN = "jupyter-token-" + "0" * 16
-
-
-class JupyterServer:
-    def __init__(self, workdir: Path) -> None:
-        self.runtime_dir = workdir / "runtime"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NBRELAY_", "JUPYTER"))}
-        env.update(
-            JUPYTER_RUNTIME_DIR=str(self.runtime_dir), NBRELAY_DB=str(workdir / "db.sqlite3")
-        )
-        self.log = (workdir / "jupyter.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--allow-root", "--ServerApp.ip=127.0.0.1"]
-            + ["--ServerApp.port=0", "--ServerApp.open_browser=False"]
-            + [f"--ServerApp.token={JUPYTER_TOKEN}", f"--ServerApp.root_dir={workdir}"],
-            env=env,
-            stdout=self.log,
-            stderr=self.log,
-        )
-        info = wait_for(self._info, 60, "the Jupyter server to start")
-        self.url = f"http://127.0.0.1:{info['port']}/"
-
-    def _info(self) -> dict[str, int] | None:
-        found = list(self.runtime_dir.glob(f"jpserver-{self.proc.pid}.json"))
-        return json.loads(found[0].read_text()) if found else None
-
-    def get(self, path: str, token: bool = True) -> httpx.Response:
-        """A GET as a new visitor (no cookie jar), with Jupyter's token or without it."""
-        headers = {"Authorization": f"token {JUPYTER_TOKEN}"} if token else {}
-        return httpx.get(self.url + path, headers=headers, timeout=30 * FACTOR)
-
-    def stop(self) -> None:
-        daemon = self.runtime_dir / "nbrelay.json"
-        pid = json.loads(daemon.read_text())["pid"] if daemon.exists() else None
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(30)
-        self.log.close()
-        if pid is not None:  # the proxy's child, if the server left it behind
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture

@@ -1,0 +1,336 @@
+// One notebook's restore: after the notebook opens, after its kernel connection comes back,
+// and on request, ask the Jupyter server what nbrelay kept for the cells' latest executions
+// in the current kernel process, and put back what the page does not show. A cell still
+// running then receives its output live, through Lab's own output area.
+import { Notification } from '@jupyterlab/apputils';
+import { CodeCell } from '@jupyterlab/cells';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { Kernel, KernelMessage } from '@jupyterlab/services';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { ICellInfo, ICellRestore, IRestoreReply, requestRestore } from './api';
+import { AdoptedFuture } from './future';
+
+/** The latest IOPub messages the page received, kept for the next restore: those of an
+ * execution that are newer than its snapshot go on top of it (see TAIL_IDS in
+ * nbrelay/restore.py, which is five times more, for those that are in both). */
+const RECENT = 2000;
+
+/** The state the status item shows. */
+export interface IRelayState {
+  state: IRestoreReply['state'] | 'checking' | 'error';
+  message: string;
+}
+
+/** An execution of another page (or of this page before a reload) that this page follows. */
+interface IAdopted {
+  cell: CodeCell;
+  future: AdoptedFuture;
+  count: number | null;
+  tail: Set<string>;
+}
+
+function isCode(cell: unknown): cell is CodeCell {
+  return cell instanceof CodeCell;
+}
+
+/** The output an IOPub message makes, as a message Lab's output area takes. */
+function asMessage(request: string, output: ICellRestore['outputs'][number]) {
+  return {
+    header: { msg_id: '', msg_type: output.msg_type },
+    parent_header: { msg_id: request },
+    metadata: {},
+    content: output.content,
+    channel: 'iopub'
+  } as unknown as KernelMessage.IIOPubMessage;
+}
+
+/** JSON with sorted keys: the same value gives the same text whatever built it. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) {
+    return `[${value.map(canonical).join(',')}]`;
+  }
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as { [key: string]: unknown })
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** What a cell shows, comparable with what a restore would put there. */
+function shown(cell: CodeCell): string {
+  return canonical([cell.model.executionCount, cell.model.outputs.toJSON()]);
+}
+
+function planned(restore: ICellRestore): string {
+  const outputs = restore.outputs.map(o => {
+    const content = { ...o.content };
+    delete content.transient; // not saved in a notebook
+    return { output_type: o.msg_type, ...content };
+  });
+  return canonical([restore.execution_count, outputs]);
+}
+
+/** The user's settings (schema/plugin.json), read when a restore would start by itself. */
+export interface IRestorerOptions {
+  autoRestore: boolean;
+}
+
+export class Restorer implements IDisposable {
+  constructor(panel: NotebookPanel, options: IRestorerOptions) {
+    this._panel = panel;
+    this._options = options;
+    const session = panel.sessionContext;
+    session.kernelChanged.connect(this._onKernelChanged, this);
+    session.statusChanged.connect(this._onStatus, this);
+    void session.ready.then(() => this._attach(session.session?.kernel ?? null));
+  }
+
+  /** Emitted whenever the relay's state for this notebook's kernel is known anew. */
+  get stateChanged(): ISignal<this, IRelayState> {
+    return this._stateChanged;
+  }
+
+  get state(): IRelayState {
+    return this._state;
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    this._attach(null);
+    Signal.clearData(this);
+  }
+
+  /** Ask what nbrelay kept, and put back what the page does not show; ``auto``: unasked,
+   * so only the relay's state is asked for when the user turned automatic restores off. */
+  async restore(auto = false): Promise<void> {
+    const kernel = this._kernel;
+    if (!kernel || this._disposed) {
+      return;
+    }
+    if (this._running) {
+      this._again = true; // once this one is done: what it asked may be out of date
+      return;
+    }
+    this._running = true;
+    try {
+      const reply = await requestRestore(kernel.id, this._cells());
+      if (kernel !== this._kernel) {
+        return; // restarted or changed meanwhile: the answer is about another process
+      }
+      this._setState({ state: reply.state, message: reply.message });
+      if (!auto || this._options.autoRestore) {
+        this._apply(reply.cells ?? []);
+      }
+    } catch (error) {
+      this._setState({
+        state: 'error',
+        message: `could not ask the Jupyter server about nbrelay: ${(error as Error).message}`
+      });
+    } finally {
+      this._running = false;
+    }
+    if (this._again) {
+      this._again = false;
+      await this.restore(auto);
+    }
+  }
+
+  private _cells(): ICellInfo[] {
+    return this._panel.content.widgets.filter(isCode).map(cell => ({
+      id: cell.model.id,
+      source: cell.model.sharedModel.getSource(),
+      execution_count: cell.model.executionCount
+    }));
+  }
+
+  private _apply(restores: ICellRestore[]): void {
+    const cells = new Map(
+      this._panel.content.widgets.filter(isCode).map(cell => [cell.model.id, cell])
+    );
+    let outputs = 0;
+    let restored = 0;
+    for (const restore of restores) {
+      const cell = cells.get(restore.cell_id);
+      if (!cell || cell.isDisposed) {
+        continue;
+      }
+      const future = cell.outputArea.future as unknown;
+      const following =
+        future &&
+        !(future as AdoptedFuture).isDisposed &&
+        (future as AdoptedFuture).msg?.header.msg_id === restore.request;
+      if (shown(cell) === planned(restore) && (following || !restore.running)) {
+        continue; // shown whole already, and followed live if it runs
+      }
+      this._adopt(cell, restore);
+      outputs += restore.outputs.length;
+      restored += 1;
+    }
+    if (restored) {
+      Notification.info(
+        `nbrelay restored ${outputs} ${outputs === 1 ? 'output' : 'outputs'} in ${restored} ${
+          restored === 1 ? 'cell' : 'cells'
+        }`,
+        { autoClose: 5000 }
+      );
+    }
+  }
+
+  /** Show ``restore`` in ``cell``, and follow the execution live if it still runs. */
+  private _adopt(cell: CodeCell, restore: ICellRestore): void {
+    const request = restore.request;
+    this._adopted.get(request)?.future.dispose();
+    const future = new AdoptedFuture(request, () => {
+      if (this._adopted.get(request)?.future === future) {
+        this._adopted.delete(request);
+      }
+    });
+    // Takes the place of the cell's future (a request of this page that lost messages is
+    // adopted too) and clears its outputs, as a new execution does.
+    cell.outputArea.future = future.asShellFuture();
+    for (const output of restore.outputs) {
+      void future.onIOPub(asMessage(request, output));
+    }
+    if (!restore.running) {
+      future.dispose();
+      cell.model.executionCount = restore.execution_count;
+      cell.model.executionState = 'idle';
+      return;
+    }
+    const adopted = { cell, future, count: restore.execution_count, tail: new Set(restore.tail_ids) };
+    this._adopted.set(request, adopted);
+    cell.model.executionState = 'running';
+    for (const msg of this._recent) {
+      if (msg.parent_header && (msg.parent_header as { msg_id?: string }).msg_id === request) {
+        this._follow(adopted, msg);
+      }
+    }
+  }
+
+  /** A live message of an adopted execution: to Lab's output area, unless restored already. */
+  private _follow(adopted: IAdopted, msg: KernelMessage.IIOPubMessage): void {
+    if (adopted.future.isDisposed || adopted.tail.has(msg.header.msg_id)) {
+      return;
+    }
+    if (KernelMessage.isExecuteInputMsg(msg)) {
+      adopted.count = msg.content.execution_count;
+    }
+    void adopted.future.onIOPub(msg);
+    if (KernelMessage.isStatusMsg(msg) && msg.content.execution_state === 'idle') {
+      adopted.future.dispose();
+      adopted.cell.model.executionCount = adopted.count;
+      adopted.cell.model.executionState = 'idle';
+    }
+  }
+
+  private _onIOPub(kernel: Kernel.IKernelConnection, msg: KernelMessage.IIOPubMessage): void {
+    this._recent.push(msg);
+    if (this._recent.length > RECENT) {
+      this._recent.splice(0, this._recent.length - RECENT);
+    }
+    const parent = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id;
+    const adopted = parent ? this._adopted.get(parent) : undefined;
+    if (adopted) {
+      this._follow(adopted, msg);
+    } else if (
+      this._state.state !== 'relaying' &&
+      KernelMessage.isStatusMsg(msg) &&
+      msg.content.execution_state === 'idle' &&
+      (msg.parent_header as { msg_type?: string }).msg_type === 'execute_request'
+    ) {
+      void this.restore(true); // perhaps that cell loaded nbrelay: say so
+    }
+  }
+
+  private _onConnection(kernel: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
+    if (status !== 'connected') {
+      this._lost = this._connected;
+      return;
+    }
+    this._connected = true;
+    if (this._lost) {
+      this._lost = false;
+      void this.restore(true); // messages of the gap may be missing: a blip, a server restart
+    }
+  }
+
+  private _onKernelChanged(): void {
+    this._attach(this._panel.sessionContext.session?.kernel ?? null);
+  }
+
+  private _onStatus(_: unknown, status: Kernel.Status): void {
+    if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+      this._dropAdopted(); // that process is gone: nothing more comes for its executions
+    }
+    if (status === 'idle' && this._restarted) {
+      this._restarted = false;
+      void this.restore(true); // the new process: relaying or not
+    }
+    if (status === 'restarting' || status === 'autorestarting') {
+      this._restarted = true;
+    }
+  }
+
+  private _dropAdopted(): void {
+    for (const adopted of [...this._adopted.values()]) {
+      adopted.future.dispose();
+      if (adopted.cell.model.executionState === 'running') {
+        adopted.cell.model.executionState = 'idle';
+      }
+    }
+    this._adopted.clear();
+  }
+
+  private _attach(kernel: Kernel.IKernelConnection | null): void {
+    if (kernel === this._kernel && kernel !== null) {
+      return;
+    }
+    if (this._kernel) {
+      this._kernel.iopubMessage.disconnect(this._onIOPub, this);
+      this._kernel.connectionStatusChanged.disconnect(this._onConnection, this);
+    }
+    this._dropAdopted();
+    this._recent = [];
+    this._kernel = this._disposed ? null : kernel;
+    this._connected = false;
+    this._lost = false;
+    if (!this._kernel) {
+      return;
+    }
+    this._kernel.iopubMessage.connect(this._onIOPub, this);
+    this._kernel.connectionStatusChanged.connect(this._onConnection, this);
+    this._setState({ state: 'checking', message: 'asking nbrelay about this kernel' });
+    this._connected = this._kernel.connectionStatus === 'connected';
+    void this.restore(true);
+  }
+
+  private _setState(state: IRelayState): void {
+    this._state = state;
+    this._stateChanged.emit(state);
+  }
+
+  private _panel: NotebookPanel;
+  private _options: IRestorerOptions;
+  private _kernel: Kernel.IKernelConnection | null = null;
+  private _adopted = new Map<string, IAdopted>();
+  private _recent: KernelMessage.IIOPubMessage[] = [];
+  private _running = false;
+  private _again = false;
+  private _connected = false;
+  private _lost = false;
+  private _restarted = false;
+  private _disposed = false;
+  private _state: IRelayState = { state: 'checking', message: 'waiting for the kernel' };
+  private _stateChanged = new Signal<this, IRelayState>(this);
+}

@@ -1,0 +1,40 @@
+// The notebook toolbar's word on nbrelay: is this kernel's output being kept, and if not,
+// what to do. A click asks again (and restores what is missing).
+import { ReactWidget } from '@jupyterlab/apputils';
+import * as React from 'react';
+
+import { IRelayState, Restorer } from './restorer';
+
+const LABELS: { [state in IRelayState['state']]: string } = {
+  relaying: 'nbrelay: relaying',
+  'no-daemon': 'nbrelay: daemon not running',
+  'not-relaying': 'nbrelay: kernel not relaying',
+  checking: 'nbrelay: …',
+  error: 'nbrelay: unavailable'
+};
+
+export class RelayStatus extends ReactWidget {
+  constructor(restorer: Restorer) {
+    super();
+    this.addClass('jp-nbrelay-status');
+    this._restorer = restorer;
+    restorer.stateChanged.connect(() => this.update(), this);
+  }
+
+  render(): JSX.Element {
+    const { state, message } = this._restorer.state;
+    return (
+      <button
+        type="button"
+        className="jp-ToolbarButtonComponent jp-nbrelay-button"
+        data-state={state}
+        title={`${message}\n(click to restore outputs from nbrelay)`}
+        onClick={() => void this._restorer.restore()}
+      >
+        {LABELS[state]}
+      </button>
+    );
+  }
+
+  private _restorer: Restorer;
+}

@@ -1,0 +1,87 @@
+"""What the notebook extension puts back into the user's open notebook: no I/O.
+
+The page sends its code cells (id, source, execution count); the records of the notebook's
+current kernel process say what each execution printed. Cells are matched to executions as
+``nbrelay recover`` matches them, and outputs are rebuilt by the same rules
+(:mod:`nbrelay.notebook`): one set of Jupyter's output rules, in Python. What arrives live
+after the restore is left to JupyterLab's own output area.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from nbformat.v4 import new_code_cell
+
+from .notebook import Execution, executions, pair
+from .protocol import START
+
+#: msg_ids of a running execution's latest records sent with its snapshot, so that the page
+#: drops a message it received live that the snapshot holds too. The page puts its latest 2,000
+#: messages on top of the snapshot: one that is in both but older than this tail would mean
+#: that the relay had stored 8,000 more of that cell's messages than the page had received.
+TAIL_IDS = 10_000
+
+
+def current_process(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the kernel's latest process: from its last ``nbrelay.start`` on."""
+    for i in range(len(records) - 1, -1, -1):
+        if records[i].get("msg_type") == START:
+            return list(records[i:])
+    return []
+
+
+def _message(output: dict[str, Any], display_id: str | None) -> dict[str, Any]:
+    """An nbformat output as the IOPub message content that makes it, for Lab's output area."""
+    content = {k: v for k, v in output.items() if k != "output_type"}
+    if display_id is not None:
+        content["transient"] = {"display_id": display_id}
+    return {"msg_type": output["output_type"], "content": content}
+
+
+def plan(
+    records: Sequence[dict[str, Any]], cells: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """For each code cell that ran in ``records`` (one process's, in seq order), its latest
+    execution as the page applies it: outputs as IOPub contents, the execution count, whether
+    it still runs, and the msg_ids the page may also receive live.
+    """
+    runs = executions(records)
+    finished = {
+        r.get("parent_msg_id")
+        for r in records
+        if r.get("msg_type") == "status"
+        and (r.get("content") or {}).get("execution_state") == "idle"
+    }
+    tails: dict[str, deque[str]] = {}
+    for r in records:
+        parent = r.get("parent_msg_id")
+        if parent and r.get("msg_id"):
+            tails.setdefault(parent, deque(maxlen=TAIL_IDS)).append(r["msg_id"])
+    notebook_cells = [
+        new_code_cell(source=c.get("source", ""), execution_count=c.get("execution_count"))
+        for c in cells
+    ]
+    ids = [str(c.get("id", "")) for c in cells]
+    for cell, cell_id in zip(notebook_cells, ids, strict=True):
+        cell.id = cell_id
+    planned = []
+    for cell, run in pair(notebook_cells, runs):
+        planned.append(_cell_plan(cell.id, run, run.request not in finished, tails))
+    return planned
+
+
+def _cell_plan(
+    cell_id: str, run: Execution, running: bool, tails: dict[str, deque[str]]
+) -> dict[str, Any]:
+    messages = [_message(o, d) for o, d in zip(run.outputs, run.display_ids, strict=True)]
+    return {
+        "cell_id": cell_id,
+        "request": run.request,
+        "execution_count": run.count,
+        "running": running,
+        "outputs": messages,
+        "tail_ids": list(tails.get(run.request, ())) if running else [],
+    }
