@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import NbrelayError
 from ..protocol import Hello, now_iso
 from ..runtime import locate_daemon
+from .cells import CellIds
 from .outbox import Outbox
 from .sender import Sender
 from .tap import IOPubTap
@@ -39,6 +40,7 @@ class _Process:
         self.hello = hello
         self.outbox = outbox
         self.tap: IOPubTap | None = None
+        self.cells: CellIds | None = None
         self.sender: Sender | None = None
 
 
@@ -118,6 +120,8 @@ def load_ipython_extension(ipython: Any) -> None:
     _process.sender.start()
     _process.tap = IOPubTap(iopub, _process.outbox.put)
     _process.tap.attach()
+    _process.cells = CellIds(ipython, _process.outbox.put)
+    _process.cells.attach()
     ipython.register_magic_function(_magic, "line", "nbrelay")
     try:
         where = locate_daemon().url
@@ -160,6 +164,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     """Restore the kernel as it was, then deliver what is pending."""
     if _process is None or _process.tap is None:
         return
+    if _process.cells is not None:
+        _process.cells.detach()
+        _process.cells = None
     _process.tap.detach()
     _process.tap = None
     if _process.sender is not None:

@@ -1,8 +1,9 @@
-"""Captured messages waiting for the daemon: numbered, bounded in bytes, shared by two threads.
+"""Captured messages waiting for the daemon: numbered, bounded in bytes, shared by threads.
 
-The capture path (the kernel's IOPub thread) only appends here; the sender thread takes
-batches and removes what the daemon acknowledged. Messages stay until acknowledged, so after
-a reconnect everything the daemon did not commit is sent again.
+The capture path (the kernel's IOPub thread, and its main thread for a cell's id) only
+appends here; the sender thread takes batches and removes what the daemon acknowledged.
+Messages stay until acknowledged, so after a reconnect everything the daemon did not commit
+is sent again.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ HEADER = re.compile(
     rb'\s*,\s*"username"\s*:\s*"[^"\\]*"\s*,\s*"session"\s*:\s*"[^"\\]*"\s*,'
     rb'\s*"date"\s*:\s*("[^"\\\x00-\x1f]+")'
 )
-QUOTED_TYPES = frozenset(json.dumps(t).encode() for t in protocol.CAPTURED_TYPES)
+QUOTED_TYPES = frozenset(json.dumps(t).encode() for t in protocol.INGEST_TYPES)
 
 
 @functools.lru_cache(maxsize=64)
@@ -78,7 +78,7 @@ def _header(entry: Entry) -> tuple[str, str, str] | None:
     if (
         isinstance(msg_id, str)
         and msg_id
-        and msg_type in protocol.CAPTURED_TYPES
+        and msg_type in protocol.INGEST_TYPES
         and isinstance(date, str)
         and date
     ):

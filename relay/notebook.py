@@ -10,8 +10,12 @@ from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell, new_notebook, new_output
+from nbformat.corpus.words import generate_corpus_id as random_cell_id  # new_code_cell's
+from nbformat.v4 import nbformat as nbformat_v4
+from nbformat.v4 import nbformat_minor, new_code_cell, new_notebook, new_output
+from nbformat.validator import isvalid
 
+from .protocol import CELL
 from .transcript import overwrite
 
 UNKNOWN_START = "# nbrelay: this cell started before its kernel loaded nbrelay\n"
@@ -24,6 +28,7 @@ class Execution:
     request: str  # the execute_request's msg_id: the parent of every message it caused
     code: str | None  # None when its execute_input was not captured
     count: int | None
+    cell_id: str | None = None  # the notebook cell it ran, when the frontend said (nbrelay.cell)
     outputs: list[NotebookNode] = field(default_factory=list)
     clear_on_next: bool = False  # clear_output(wait=True) seen
     #: The display_id each output shows, if any, beside ``outputs``: a page that takes the
@@ -61,6 +66,9 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
     by_request: dict[str, Execution] = {}
     order: list[Execution] = []
     displays: dict[str, list[NotebookNode]] = {}  # display_id -> outputs showing it
+    # request -> notebook cell id. The hook records the id on the kernel's main thread and
+    # execute_input comes through IOPub, so either can be first.
+    cell_ids: dict[str, str] = {}
 
     for record in records:
         msg_type, content = record.get("msg_type"), record.get("content") or {}
@@ -70,6 +78,11 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
             for shown in displays.get(display_id, []) if isinstance(display_id, str) else []:
                 shown["data"] = content.get("data", {})
                 shown["metadata"] = content.get("metadata", {})
+            continue
+        if msg_type == CELL:
+            cell_id = content.get("cell_id")
+            if parent and isinstance(cell_id, str) and cell_id:
+                cell_ids[parent] = cell_id
             continue
         if not parent or msg_type not in (
             "execute_input",
@@ -117,6 +130,7 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
     shown_as = {id(o): display_id for display_id, shown in displays.items() for o in shown}
     for run in order:
         run.display_ids = [shown_as.get(id(o)) for o in run.outputs]
+        run.cell_id = cell_ids.get(run.request)
         for output in run.outputs:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
                 output.text = "\n".join(overwrite(line) for line in output.text.split("\n"))
@@ -124,15 +138,35 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
 
 
 def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -> NotebookNode:
-    """A new notebook: one code cell per execution, in order."""
-    cells = [
-        new_code_cell(
+    """A new notebook: one code cell per execution, in order.
+
+    A cell keeps the id of the notebook cell its execution ran, so that ``recover`` and
+    tools that follow cells by id find it; a cell run several times has one id, which goes
+    to its latest execution, as ``recover`` gives that one to the cell. Any other cell (no
+    id recorded, one nbformat does not allow, or one taken) gets a new id as usual.
+    """
+    runs = executions(records)
+    kept: list[str | None] = [None] * len(runs)  # the recorded id each cell keeps
+    taken: set[str] = set()
+    for i in reversed(range(len(runs))):
+        cell_id = runs[i].cell_id
+        if cell_id is not None and cell_id not in taken and _allowed_id(cell_id):
+            kept[i] = cell_id
+            taken.add(cell_id)
+    cells = []
+    for run, cell_id in zip(runs, kept, strict=True):
+        cell = new_code_cell(
             source=UNKNOWN_START if run.code is None else run.code,
             execution_count=run.count,
             outputs=run.outputs,
         )
-        for run in executions(records)
-    ]
+        if cell_id is not None:
+            cell.id = cell_id
+        else:  # a new id, unlike any other: random ones can meet too, in a long history
+            while cell.id in taken:
+                cell.id = random_cell_id()
+            taken.add(cell.id)
+        cells.append(cell)
     notebook: NotebookNode = new_notebook(cells=cells)
     notebook.metadata["nbrelay"] = {
         "kernel_id": kernel["kernel_id"],
@@ -142,64 +176,95 @@ def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -
     return notebook
 
 
+def _allowed_id(cell_id: str) -> bool:
+    """Whether nbformat allows ``cell_id`` as a cell's id in the notebooks we write."""
+    return bool(isvalid(cell_id, ref="cell_id", version=nbformat_v4, version_minor=nbformat_minor))
+
+
 @dataclass
 class Recovery:
     notebook: NotebookNode
     filled: int  # cells whose outputs came back
-    unmatched: int  # executions no cell has the source of
+    unmatched: int  # executions no cell has the id or source of
 
 
 def _source(text: str | list[str]) -> str:
     return ("".join(text) if isinstance(text, list) else text).strip()
 
 
-def pair(cells: Iterable[NotebookNode], runs: Iterable[Execution]) -> list[tuple[Any, Execution]]:
+Pairs = list[tuple[NotebookNode, Execution]]
+
+
+def pair(cells: Iterable[NotebookNode], runs: list[Execution]) -> tuple[Pairs, int]:
     """Each code cell with the latest execution that ran it, as ``recover`` and the notebook
-    extension match them.
+    extension match them, and how many executions no cell has the id or source of.
 
-    A cell matches the executions of exactly its source. When several cells share a source,
-    a cell whose saved execution count is one of theirs takes that one; the rest go in
-    order, the latest executions to the cells, top to bottom: a notebook run from the top.
+    An execution that recorded its notebook cell's id (JupyterLab and Notebook 7 send it)
+    belongs to the code cell with that id, wherever that cell is now and whatever other cell
+    has the same source; the cell takes the latest of them. The other cells and executions
+    (other frontends, a notebook saved without ids) are matched by source (:func:`_by_source`).
     """
-    by_source: dict[str, list[Execution]] = {}
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    by_id: dict[str, NotebookNode] = {}
+    for cell in code:
+        cell_id = cell.get("id")
+        if isinstance(cell_id, str) and cell_id:  # none before nbformat 4.5
+            by_id[cell_id] = cell
+    latest: dict[str, Execution] = {}  # cell id -> its latest execution
+    rest: list[Execution] = []
     for run in runs:
-        if run.code is not None:
-            by_source.setdefault(_source(run.code), []).append(run)
-    by_cell_source: dict[str, list[NotebookNode]] = {}
-    for cell in cells:
-        if cell.cell_type == "code":
-            by_cell_source.setdefault(_source(cell.source), []).append(cell)
-
-    pairs: list[tuple[Any, Execution]] = []
-    for source, candidates in by_source.items():
-        targets = by_cell_source.get(source, [])
-        if not targets:
-            continue
-        free = list(candidates)
-        matched = []
-        for cell in targets:  # a saved execution count names its run exactly
-            exact = [r for r in free if r.count is not None and r.count == cell.execution_count]
-            if exact:
-                matched.append((cell, exact[-1]))
-                free.remove(exact[-1])
-        rest = [c for c in targets if all(c is not p[0] for p in matched)]
-        matched += zip(rest, free[-len(rest) :] if rest else [], strict=False)
-        pairs += matched
-    return pairs
+        if run.cell_id is not None and run.cell_id in by_id:
+            latest[run.cell_id] = run
+        else:
+            rest.append(run)
+    pairs: Pairs = [(by_id[cell_id], run) for cell_id, run in latest.items()]
+    taken = {id(cell) for cell, _ in pairs}
+    by_source, unmatched = _by_source([c for c in code if id(c) not in taken], rest)
+    return pairs + by_source, unmatched
 
 
 def recover(notebook: NotebookNode, records: Iterable[dict[str, Any]]) -> Recovery:
     """``notebook`` with the outputs and execution counts of its cells' latest recorded
-    executions (matched by :func:`pair`)."""
-    runs = executions(records)
-    pairs = pair(notebook.cells, runs)
+    executions, matched by :func:`pair`."""
+    pairs, unmatched = pair(notebook.cells, executions(records))
     for cell, run in pairs:
         cell.outputs = run.outputs
         cell.execution_count = run.count
-    sources = {_source(c.source) for c in notebook.cells if c.cell_type == "code"}
-    unmatched = sum(1 for r in runs if r.code is not None and _source(r.code) not in sources)
     nbformat.validate(notebook)
     return Recovery(notebook, len(pairs), unmatched)
+
+
+def _by_source(code: list[NotebookNode], runs: list[Execution]) -> tuple[Pairs, int]:
+    """Cells paired with executions of exactly their source, and how many executions no cell
+    has the source of.
+
+    When several cells share a source, a cell whose saved execution count is one of theirs
+    takes that one; the rest go in order, the latest executions to the cells, top to bottom:
+    a notebook run from the top.
+    """
+    candidates: dict[str, list[Execution]] = {}
+    for run in runs:
+        if run.code is not None:
+            candidates.setdefault(_source(run.code), []).append(run)
+    cells: dict[str, list[NotebookNode]] = {}
+    for cell in code:
+        cells.setdefault(_source(cell.source), []).append(cell)
+    pairs: Pairs = []
+    for source, free in candidates.items():
+        targets = cells.get(source, [])
+        if not targets:
+            continue
+        found: Pairs = []
+        for cell in targets:  # a saved execution count names its run exactly
+            exact = [r for r in free if r.count is not None and r.count == cell.execution_count]
+            if exact:
+                found.append((cell, exact[-1]))
+                free.remove(exact[-1])
+        rest = [c for c in targets if all(c is not p[0] for p in found)]
+        found += zip(rest, free[-len(rest) :] if rest else [], strict=False)
+        pairs += found
+    unmatched = sum(len(r) for s, r in candidates.items() if s not in cells)
+    return pairs, unmatched
 
 
 def read(path: Path) -> NotebookNode:

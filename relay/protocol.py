@@ -4,7 +4,7 @@ Two conversations use them.
 
 Ingest, kernel hook -> daemon (``/ws/ingest``)::
 
-    hook:   {"type": "hello", "protocol": 1, "kernel_id", "session", "notebook", "hostname",
+    hook:   {"type": "hello", "protocol": 2, "kernel_id", "session", "notebook", "hostname",
              "pid", "started"}
     daemon: {"type": "welcome", "acked": N}
     hook:   {"type": "batch"}                      (a batch frame: this line, then
@@ -22,7 +22,15 @@ the record, instead of encoding the content a second time: that is most of inges
 
 ``protocol`` is :data:`INGEST_PROTOCOL`: the kernel hook runs from the kernel's environment
 and the daemon from its own, so the two can be different nbrelay versions; a daemon refuses a
-hook that speaks another version with a reason that says so, rather than a parse error.
+hook that speaks a version it does not know with a reason that says so, rather than a parse
+error. Version 2 added the hook's own ``nbrelay.cell`` message, which a daemon of version 1
+refuses; a daemon of version 2 still takes hooks of version 1 (:data:`ACCEPTED_PROTOCOLS`),
+which never send it.
+
+A message's ``msg_type`` is one of :data:`CAPTURED_TYPES`, as ipykernel sent it on IOPub,
+or :data:`CELL`: the notebook cell an execute request ran (``content``: ``{"cell_id"}``, the
+``cellId`` JupyterLab and Notebook 7 put in the request's metadata), with that request as its
+parent, made by the hook before the cell runs.
 
 ``session`` names one kernel process; ``n`` numbers that process's messages 1, 2, 3...
 ``acked`` is cumulative: every message of the session up to ``N`` is stored. The hook
@@ -60,6 +68,12 @@ CAPTURED_TYPES = frozenset(
     }
 )
 
+#: The message type the hook makes itself, dotted like the daemon's own so that it can never
+#: collide with Jupyter's: which notebook cell an execute request ran.
+CELL = "nbrelay.cell"
+#: What a hook may send.
+INGEST_TYPES = CAPTURED_TYPES | {CELL}
+
 #: Record types the daemon writes itself. Dotted, so they can never collide with Jupyter's.
 START = "nbrelay.start"  # a kernel process connected for the first time (start or restart)
 GAP = "nbrelay.gap"  # the hook had to drop messages: how many, and which numbers
@@ -80,7 +94,10 @@ MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: the bound of every number on th
 
 #: The version of the ingest conversation, in every hello. Raise it with any change to the
 #: frames a hook sends that a daemon of the previous version would misread.
-INGEST_PROTOCOL = 1
+INGEST_PROTOCOL = 2
+#: The versions a daemon takes: version 1 is version 2 without ``nbrelay.cell`` messages, so
+#: a daemon reads it as it is and old hooks keep working.
+ACCEPTED_PROTOCOLS = frozenset({1, 2})
 
 
 class ProtocolError(ValueError):
@@ -173,7 +190,7 @@ class Hello:
         if obj.get("type") != "hello":
             raise ProtocolError("expected a hello frame first")
         spoken = obj.get("protocol")
-        if spoken != INGEST_PROTOCOL or type(spoken) is not int:
+        if type(spoken) is not int or spoken not in ACCEPTED_PROTOCOLS:
             version = spoken if type(spoken) is int else "none"
             raise ProtocolError(
                 f"hook speaks ingest protocol {version}, daemon {INGEST_PROTOCOL}: "
@@ -288,7 +305,7 @@ def _fast_output(raw: dict[str, Any], previous: int, line: str) -> Output | None
         and previous < n <= MAX_SEQ
         and type(msg_id) is str
         and msg_id
-        and msg_type in CAPTURED_TYPES
+        and msg_type in INGEST_TYPES
         and (parent is None or type(parent) is str)
         and type(time) is str
         and time
@@ -309,7 +326,7 @@ def _fast_output(raw: dict[str, Any], previous: int, line: str) -> Output | None
 def _checked_output(raw: dict[str, Any], previous: int) -> Output:
     """The slow path: field by field, raising ProtocolError with what is wrong."""
     msg_type = _text(raw, "msg_type", "message")
-    if msg_type not in CAPTURED_TYPES:
+    if msg_type not in INGEST_TYPES:
         raise ProtocolError(f"message: unknown msg_type {msg_type[:40]!r}")
     n = _count(raw, "n", "message", minimum=1)
     if n <= previous:

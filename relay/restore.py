@@ -68,7 +68,8 @@ def plan(
     for cell, cell_id in zip(notebook_cells, ids, strict=True):
         cell.id = cell_id
     planned = []
-    for cell, run in pair(notebook_cells, runs):
+    pairs, _ = pair(notebook_cells, runs)
+    for cell, run in pairs:
         planned.append(_cell_plan(cell.id, run, run.request not in finished, tails))
     return planned
 

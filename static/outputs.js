@@ -273,6 +273,8 @@ export class KernelView {
       case "status":
         this.state = c.execution_state;
         return;
+      case "nbrelay.cell":  // which notebook cell ran: for recover and export, not shown
+        return;
       case "execute_input":
         this.cell(record.parent_msg_id).input(c);
         return;

@@ -345,13 +345,32 @@ class Kernel:
         code: str,
         timeout: float = 60,
         until: Callable[[list[dict[str, Any]]], bool] | None = None,
+        cell_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Execute ``code``; return the IOPub messages of that execution, as the client saw them.
 
         Output written at the file-descriptor level can reach IOPub after the kernel went
         idle (a thread forwards the pipe); ``until`` keeps reading until it has arrived.
         """
-        return self.collect(self.kc.execute(code), timeout, until)
+        return self.collect(self.execute(code, cell_id), timeout, until)
+
+    def execute(self, code: str, cell_id: str | None = None) -> str:
+        """Send an execute request; its msg_id. With ``cell_id``, as JupyterLab and Notebook 7
+        send a notebook cell's (in the metadata), which jupyter_client's execute() cannot."""
+        if cell_id is None:
+            return self.kc.execute(code)
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+        self.kc.shell_channel.send(msg)
+        msg_id: str = msg["header"]["msg_id"]
+        return msg_id
 
     def collect(
         self,
@@ -359,7 +378,7 @@ class Kernel:
         timeout: float = 60,
         until: Callable[[list[dict[str, Any]]], bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """The IOPub messages of the execution ``msg_id`` (from ``kc.execute``), until idle."""
+        """The IOPub messages of the execution ``msg_id`` (from :meth:`execute`), until idle."""
         seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout * FACTOR
         idle = False
@@ -383,8 +402,9 @@ class Kernel:
         code: str,
         timeout: float = 60,
         until: Callable[[list[dict[str, Any]]], bool] | None = None,
+        cell_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        msgs = self.run(code, timeout, until)
+        msgs = self.run(code, timeout, until, cell_id)
         errors = [m["content"] for m in msgs if m["msg_type"] == "error"]
         assert not errors, errors
         return msgs

@@ -252,3 +252,46 @@ def test_large_outputs_arrive_whole_and_oversized_ones_cut_with_a_marker(
     assert text.startswith("start") and text.endswith("end\n") and "bytes cut]" in text
     assert stored["content"]["nbrelay_truncated"]["original_bytes"] > 20_000_000
     assert len(text) < 4 * 2**20
+
+
+def test_each_execution_records_its_notebook_cell_id(daemon: Daemon, kernel_factory: Any) -> None:
+    """An execution sent with a cell id, as JupyterLab sends it, gets one nbrelay.cell record
+    whose parent is its request; one without a cell id gets none, and nor does any after
+    %unload_ext, which leaves IPython's pre_run_cell callbacks as they were."""
+    k = kernel_factory()
+    callbacks = "print(len(get_ipython().events.callbacks['pre_run_cell']))"
+    before = stream_text(k.run_ok(callbacks))
+    k.run_ok("%load_ext nbrelay")
+    first = k.run_ok("print('first')", cell_id="6f1c2f8e-3b7e-4c1a-9b1a-1d2e3f4a5b6c")
+    plain = k.run_ok("print('no cell id')")
+    again = k.run_ok("print('first again')", cell_id="6f1c2f8e-3b7e-4c1a-9b1a-1d2e3f4a5b6c")
+    other = k.run_ok("print('second')", cell_id="cell-2")
+    assert_relayed(daemon, k, plain)  # the cell record is no IOPub message
+
+    def request(msgs: list[dict[str, Any]]) -> str:
+        parent: str = msgs[0]["parent_header"]["msg_id"]
+        return parent
+
+    expected = [
+        (request(first), {"cell_id": "6f1c2f8e-3b7e-4c1a-9b1a-1d2e3f4a5b6c"}),
+        (request(again), {"cell_id": "6f1c2f8e-3b7e-4c1a-9b1a-1d2e3f4a5b6c"}),
+        (request(other), {"cell_id": "cell-2"}),
+    ]
+
+    def cells() -> list[tuple[str, dict[str, Any]]]:
+        records = daemon.messages(kernel_id=k.kernel_id)
+        return [
+            (r["parent_msg_id"], r["content"]) for r in records if r["msg_type"] == "nbrelay.cell"
+        ]
+
+    wait_for(lambda: len(cells()) >= len(expected), 10, "the cell records")
+    assert cells() == expected
+
+    k.run_ok("%unload_ext nbrelay")
+    assert stream_text(k.run_ok(callbacks)) == before
+    k.run_ok("print('unloaded')", cell_id="cell-unloaded")
+    k.run_ok("%load_ext nbrelay")
+    back = k.run_ok("print('back')", cell_id="cell-3")
+    relayed(daemon, k, back)
+    assert cells()[-1] == (request(back), {"cell_id": "cell-3"})
+    assert len(cells()) == len(expected) + 1

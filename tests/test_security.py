@@ -337,6 +337,28 @@ def test_a_hook_of_another_protocol_version_is_refused_saying_so(daemon: Daemon)
     assert daemon.get("api/kernels").json()["kernels"] == []
 
 
+def test_hooks_of_protocol_1_and_2_are_both_taken(daemon: Daemon) -> None:
+    """A kernel whose nbrelay is older (ingest protocol 1) is still welcomed and stored; one
+    of the current protocol (2) can also send the hook's own nbrelay.cell messages."""
+    old, new = hello("old-kernel", "old-session"), hello("new-kernel", "new-session")
+    cell = json.dumps({"cell_id": "cell-1"})
+    with daemon.ingest() as ws_old, daemon.ingest() as ws_new:
+        ws_old.send(json.dumps(json.loads(old.encode()) | {"protocol": 1}))
+        ws_new.send(new.encode())
+        for ws in (ws_old, ws_new):
+            assert json.loads(ws.recv(10))["type"] == "welcome"
+        ws_old.send(stream_batch([1], "from an old hook"))
+        entry = protocol.encode_output(1, "c1", "nbrelay.cell", "request-1", "t", cell)
+        ws_new.send(protocol.encode_batch([entry]))
+        for ws in (ws_old, ws_new):
+            assert json.loads(ws.recv(10)) == {"type": "ack", "acked": 1}
+    stored = {r["kernel_id"]: r for r in daemon.messages() if r["msg_type"] != "nbrelay.start"}
+    assert stored["old-kernel"]["content"]["text"] == "from an old hook"
+    assert stored["new-kernel"]["msg_type"] == "nbrelay.cell"
+    assert stored["new-kernel"]["parent_msg_id"] == "request-1"
+    assert stored["new-kernel"]["content"] == {"cell_id": "cell-1"}
+
+
 def test_oversized_frame_is_refused_with_1009(tmp_path: Path) -> None:
     """A frame above --max-frame-bytes closes the connection with 1009; the daemon goes on."""
     daemon = Daemon(tmp_path).start("--max-frame-bytes", "128KiB", "--max-output-bytes", "64KiB")

@@ -379,3 +379,19 @@ def test_earlier_output_arriving_after_a_switch_leaves_the_other_kernel_shown(
     expect(page.locator('#view .kernel[data-kernel="short"] .line')).to_have_text(
         ["line 1", "line 2", "line 3"]
     )
+
+
+def test_a_cell_run_from_jupyterlab_shows_only_its_own_output(
+    daemon: Daemon, kernel: Kernel, page: Page
+) -> None:
+    """The hook's record of a cell's id (nbrelay.cell) adds nothing to the page: the cell
+    shows its code and its one output, as one run without a cell id does."""
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    kernel.run_ok("print('run from lab')", cell_id="lab-cell-1")
+    kernel.run_ok("print('run elsewhere')")
+    view = page.locator(f'.kernel[data-kernel="{kernel.kernel_id}"]')
+    for text in ("run from lab", "run elsewhere"):
+        cell = view.locator(".cell", has_text=text)
+        expect(cell).to_have_count(1)
+        expect(cell.locator(".outputs > *")).to_have_count(1)
+        expect(cell.locator(".outputs")).to_have_text(text)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from support import Daemon, Kernel, nbrelay, relayed, wait_for
 
@@ -288,3 +289,116 @@ def test_recover_needs_the_notebooks_exact_name(ran: tuple[Daemon, Kernel], tmp_
     result = cli(daemon, "recover", str(path))
     assert result.returncode == 1
     assert "no kernel ran a notebook named lysis.ipynb" in result.stderr
+
+
+# Cells run as JupyterLab runs them, with their cell ids: two cells of one source, run a, b,
+# then a again; two of another source, run a then b; one without an id (another frontend);
+# one with an id nbformat does not allow.
+TWIN = "twins = globals().get('twins', 0) + 1\nprint('twin', twins)"
+MOVED = "moves = globals().get('moves', 0) + 1\nprint('move', moves)"
+LAB_RUNS = [
+    ("lab-twin-a", TWIN),
+    ("lab-twin-b", TWIN),
+    ("lab-twin-a", TWIN),
+    ("lab-move-a", MOVED),
+    ("lab-move-b", MOVED),
+    (None, "print('no id')"),
+    ("lab odd id!", "print('odd id')"),
+]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Kernel]]:
+    """A daemon and a kernel that ran LAB_RUNS, every message of them stored."""
+    daemon = Daemon(tmp_path_factory.mktemp("lab")).start()
+    kernel = Kernel(daemon.runtime_dir)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        for cell_id, code in LAB_RUNS:
+            relayed(daemon, kernel, kernel.run_ok(code, cell_id=cell_id))
+        cells = len([c for c, _ in LAB_RUNS if c is not None])
+
+        def recorded() -> bool:
+            records = daemon.messages(kernel_id=kernel.kernel_id)
+            return sum(r["msg_type"] == "nbrelay.cell" for r in records) == cells
+
+        wait_for(recorded, 10, "every cell id stored")
+        yield daemon, kernel
+    finally:
+        kernel.shutdown()
+        daemon.stop()
+
+
+def recovered(daemon: Daemon, tmp_path: Path, *cells: NotebookNode) -> list[NotebookNode]:
+    """The cells of a notebook named analysis.ipynb, as `nbrelay recover` fills them."""
+    path = tmp_path / "analysis.ipynb"
+    nbformat.write(new_notebook(cells=list(cells)), path)
+    result = cli(daemon, "recover", str(path))
+    assert result.returncode == 0, result.stderr
+    notebook = nbformat.read(tmp_path / "analysis.recovered.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    cells_out: list[NotebookNode] = notebook.cells
+    return cells_out
+
+
+def stdout_of(cell: NotebookNode) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream")
+
+
+def test_recover_gives_cells_of_the_same_source_each_their_own_output(
+    lab: tuple[Daemon, Kernel], tmp_path: Path
+) -> None:
+    """Two cells with one source, run a, b, a: each gets its own latest output, found by its
+    cell id (by source alone, the latest two runs went to them top to bottom, crossed); a
+    cell whose run had no cell id is still found by its source."""
+    daemon, _ = lab
+    twin_a, twin_b, plain = recovered(
+        daemon,
+        tmp_path,
+        new_code_cell(TWIN, id="lab-twin-a"),
+        new_code_cell(TWIN, id="lab-twin-b"),
+        new_code_cell("print('no id')"),
+    )
+    assert stdout_of(twin_a) == "twin 3\n" and stdout_of(twin_b) == "twin 2\n"
+    assert twin_a.execution_count > twin_b.execution_count
+    assert stdout_of(plain) == "no id\n"
+
+
+def test_recover_finds_a_cell_that_was_moved_since_it_ran(
+    lab: tuple[Daemon, Kernel], tmp_path: Path
+) -> None:
+    """Cell b ran after cell a, with the same source, then was moved above it: each still
+    gets its own output (by source alone, the top cell took the earlier run)."""
+    daemon, _ = lab
+    move_b, _, move_a = recovered(
+        daemon,
+        tmp_path,
+        new_code_cell(MOVED, id="lab-move-b"),
+        new_markdown_cell("moved up"),
+        new_code_cell(MOVED, id="lab-move-a"),
+    )
+    assert stdout_of(move_a) == "move 1\n" and stdout_of(move_b) == "move 2\n"
+
+
+def test_export_ipynb_keeps_the_cell_ids(lab: tuple[Daemon, Kernel], tmp_path: Path) -> None:
+    """An exported cell has the id of the notebook cell it ran (a cell run twice: its latest
+    run), so recover finds it; others (no id, one nbformat does not allow, an earlier run)
+    get new ids, all unique. The id records print nothing in tail or a .txt export."""
+    daemon, kernel = lab
+    path = tmp_path / "lab.ipynb"
+    result = cli(daemon, "export", kernel.kernel_id, "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    ids = [cell.id for cell in notebook.cells]
+    assert len(set(ids)) == len(ids)
+    cells = {cell.id: stdout_of(cell) for cell in notebook.cells}
+    assert cells["lab-twin-a"] == "twin 3\n" and cells["lab-twin-b"] == "twin 2\n"
+    assert cells["lab-move-a"] == "move 1\n" and cells["lab-move-b"] == "move 2\n"
+    others = [stdout_of(c) for c in notebook.cells if not c.id.startswith("lab-")]
+    assert others[1:] == ["twin 1\n", "no id\n", "odd id\n"]  # the first: %load_ext's cell
+
+    tail = cli(daemon, "tail", kernel.kernel_id, "--since", "0")
+    assert cli(daemon, "export", kernel.kernel_id, "-o", str(tmp_path / "lab.txt")).returncode == 0
+    for text in (tail.stdout, (tmp_path / "lab.txt").read_text()):
+        assert "twin 3" in text and "lab-" not in text and "nbrelay.cell" not in text
