@@ -63,28 +63,53 @@ def render(record: dict[str, Any]) -> str:
     return ""  # status, clear_output: nothing to show as text
 
 
-BACKSPACE = re.compile("[^\b]?\b")
+class Line:
+    """A line as a terminal shows it while it is printed: ``\\r`` sends the cursor back to
+    its start, and each backspace takes back the character before it, as Jupyter applies
+    them. In time linear in what is written, however many of each."""
+
+    def __init__(self) -> None:
+        self._shown: list[str] = []  # as of the last \r
+        self._part: list[str] = []  # written since, backspaces applied
+        self.written = False
+
+    def write(self, text: str) -> None:
+        self.written = self.written or bool(text)
+        first, *returns = text.split("\r")
+        self._add(first)
+        for part in returns:
+            self._shown[: len(self._part)] = self._part
+            self._part = []
+            self._add(part)
+
+    def _add(self, part: str) -> None:
+        first, *backspaced = part.split("\b")
+        self._part.extend(first)
+        for piece in backspaced:
+            del self._part[-1:]
+            self._part.extend(piece)
+
+    def text(self) -> str:
+        return "".join(self._part) + "".join(self._shown[len(self._part) :])
 
 
 def overwrite(line: str) -> str:
-    """A line as a terminal shows it once each ``\\r`` has sent the cursor back to its start
-    and each backspace has taken back a character."""
-    shown = ""
-    for part in line.split("\r"):
-        while "\b" in part:
-            part = BACKSPACE.sub("", part, count=1)
-        shown = part + shown[len(part) :]
-    return shown
+    """``line`` as a terminal shows it once each ``\\r`` and backspace is applied."""
+    shown = Line()
+    shown.write(line)
+    return shown.text()
 
 
 def plain_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     """The text of ``records`` as a log file keeps it: finished lines, overwrites applied,
     escape codes removed. Progress bars spread over many messages end as one line."""
-    pending = ""
+    line = Line()
     for record in records:
-        pending += ANSI.sub("", render(record))
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            yield overwrite(line) + "\n"
-    if pending:
-        yield overwrite(pending) + "\n"
+        *finished, rest = ANSI.sub("", render(record)).split("\n")
+        for part in finished:
+            line.write(part)
+            yield line.text() + "\n"
+            line = Line()
+        line.write(rest)
+    if line.written:
+        yield line.text() + "\n"
