@@ -1,8 +1,9 @@
 """Records as text, for a terminal (``nbrelay tail``) or a plain log file (``export .txt``).
 
-A terminal gets stream text as the kernel wrote it, ANSI colours and ``\\r`` included, so a
-progress bar redraws in place. A log file gets what a terminal would finally show: each
-``\\r`` overwrite applied, and no escape codes.
+A terminal gets stream text as the kernel wrote it, colours and ``\\r`` included, so a
+progress bar redraws in place, but none of the escape sequences that could do more (see
+:class:`Sanitiser`). A log file gets what a terminal would finally show: each ``\\r``
+overwrite applied, and no escape codes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from .protocol import GAP, START
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 RULE = "─" * 3
 
 
@@ -29,7 +29,8 @@ def _mime_text(content: dict[str, Any]) -> str:
 
 
 def render(record: dict[str, Any]) -> str:
-    """One record or notice as terminal text: ANSI kept, ``\\r`` left for the terminal."""
+    """One record or notice as terminal text, escape codes and ``\\r`` as the kernel wrote
+    them (see :class:`Sanitiser`)."""
     kind = record.get("msg_type") or record.get("type")
     content = record.get("content") or {}
     if kind == "stream":
@@ -61,6 +62,137 @@ def render(record: dict[str, Any]) -> str:
     if kind == "disconnected":
         return f"\n{RULE} lost the daemon ({record.get('reason')}); reconnecting {RULE}\n"
     return ""  # status, clear_output: nothing to show as text
+
+
+# -- what may reach a terminal --------------------------------------------------------------
+
+# Where plain text stops: every C0 control but \t, \n, \r and \b (ESC among them), DEL, and
+# the 8-bit C1 controls, which many terminals obey as ESC plus a character.
+_GROUND_STOP = re.compile("[\x00-\x07\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What ends a control string (OSC, DCS, SOS, PM, APC): BEL or ST (ESC \ or 0x9C), CAN or SUB
+# (which abort it in terminals), and a newline: no real one holds a newline, and a stray
+# introducer must not swallow the rest of the output.
+_STRING_STOP = re.compile("[\x07\n\x18\x1a\x1b\x9c]")
+_CSI_END = re.compile("[^ -?]")  # past the parameter and intermediate bytes
+_SGR_PARAMETERS = re.compile("[0-9;:]*")
+_ERASE_LINE = ("", "0", "1", "2")  # ESC [ K: to the end, from the start, or the whole line
+_C1_STRINGS = "\x90\x98\x9d\x9e\x9f"  # DCS, SOS, OSC, PM, APC in their 8-bit form
+_MAX_CSI = 64  # parameter bytes: 38;2;r;g;b;48;2;r;g;b is 35, and no allowed one is longer
+
+_GROUND, _ESCAPE, _NF, _CSI, _STRING, _STRING_ESCAPE = range(6)
+
+
+class Sanitiser:
+    """Kernel text cut down to what a terminal may safely be given, fed record by record.
+
+    A terminal obeys the escape sequences it prints: a kernel's output could set the window
+    title, write the clipboard (OSC 52), plant hyperlinks, ask the terminal to answer (DCS),
+    reset it, switch to the alternate screen or move the cursor to rewrite lines already
+    shown. With ``styles``, only what colours and progress bars need goes through: SGR
+    (``ESC [ ... m``), erase in line (``ESC [ K``), ``\\r``, ``\\b``, ``\\n`` and ``\\t``;
+    without, for a pipe or a file, not even those two sequences. Anything else is dropped
+    whole, introducer included, so the terminal never enters a sequence it was not given in
+    full, and the text after it is shown as text.
+
+    The state carries over from one :meth:`feed` to the next, so a sequence split across two
+    records is judged once it is complete; one that never completes is never written.
+    """
+
+    def __init__(self, styles: bool) -> None:
+        self.styles = styles
+        self._state = _GROUND
+        self._csi = ""  # the parameter and intermediate bytes of the CSI being read
+        self._csi_allowed = False  # 7-bit and short enough to be one of the kept ones
+
+    def feed(self, text: str) -> str:
+        """What of ``text`` may be written, given what came before it."""
+        out: list[str] = []
+        i, size = 0, len(text)
+        while i < size:
+            state = self._state
+            if state == _GROUND:
+                stop = _GROUND_STOP.search(text, i)
+                end = size if stop is None else stop.start()
+                out.append(text[i:end])
+                if stop is None:
+                    break
+                char, i = text[end], end + 1
+                if char == "\x1b":
+                    self._state = _ESCAPE
+                elif char == "\x9b":  # CSI in its 8-bit form: read, and dropped
+                    self._start_csi(allowed=False)
+                elif char in _C1_STRINGS:
+                    self._state = _STRING
+                # any other control is dropped alone
+            elif state == _STRING:
+                stop = _STRING_STOP.search(text, i)
+                if stop is None:
+                    break  # still inside it: the rest is dropped
+                i = stop.end()
+                if stop.group() == "\x1b":
+                    self._state = _STRING_ESCAPE
+                else:
+                    self._state = _GROUND
+                    if stop.group() == "\n":
+                        out.append("\n")
+            elif state == _CSI:
+                stop = _CSI_END.search(text, i)
+                end = size if stop is None else stop.start()
+                self._csi += text[i:end][: _MAX_CSI + 1 - len(self._csi)]
+                if stop is None:
+                    break  # not complete yet
+                char, i = text[end], end
+                self._state = _GROUND
+                if "@" <= char <= "~":
+                    i += 1
+                    out.append(self._finished_csi(char))
+                # else malformed: dropped, and the character is read as text again
+            else:
+                char = text[i]
+                i = self._escape(state, char, i)
+        return "".join(out)
+
+    def _start_csi(self, allowed: bool) -> None:
+        self._state, self._csi, self._csi_allowed = _CSI, "", allowed
+
+    def _finished_csi(self, final: str) -> str:
+        params = self._csi
+        if not (self.styles and self._csi_allowed and len(params) <= _MAX_CSI):
+            return ""
+        if final == "m" and _SGR_PARAMETERS.fullmatch(params):
+            return f"\x1b[{params}m"
+        if final == "K" and params in _ERASE_LINE:
+            return f"\x1b[{params}K"
+        return ""
+
+    def _escape(self, state: int, char: str, i: int) -> int:
+        """One character after ESC, in ``state``; where to read on."""
+        if state == _STRING_ESCAPE:
+            if char == "\\":  # ST: the control string ends
+                self._state = _GROUND
+                return i + 1
+            state = _ESCAPE  # any other ESC ends it and starts a sequence of its own
+        if state == _NF:  # ESC, intermediates (0x20-0x2F), a final: a charset, DECALN...
+            if " " <= char <= "/":
+                return i + 1
+            self._state = _GROUND
+            return i + 1 if "0" <= char <= "~" else i
+        # Just after ESC.
+        if char == "[":
+            self._start_csi(allowed=True)
+        elif char in "]PX^_":  # OSC, DCS, SOS, PM, APC
+            self._state = _STRING
+        elif " " <= char <= "/":
+            self._state = _NF
+        elif "0" <= char <= "~":  # a two-character sequence: ESC c, ESC 7, ESC 8, ESC M...
+            self._state = _GROUND
+        else:  # not a sequence: the ESC alone is dropped, the character read again
+            self._state = _GROUND
+            return i
+        return i + 1
+
+
+# -- what a terminal finally shows ----------------------------------------------------------
 
 
 class Line:
@@ -103,9 +235,10 @@ def overwrite(line: str) -> str:
 def plain_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     """The text of ``records`` as a log file keeps it: finished lines, overwrites applied,
     escape codes removed. Progress bars spread over many messages end as one line."""
+    clean = Sanitiser(styles=False)
     line = Line()
     for record in records:
-        *finished, rest = ANSI.sub("", render(record)).split("\n")
+        *finished, rest = clean.feed(render(record)).split("\n")
         for part in finished:
             line.write(part)
             yield line.text() + "\n"

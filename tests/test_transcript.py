@@ -4,8 +4,17 @@ daemon fed through a real ingest connection."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
+import subprocess
+import sys
+import time
+import tty
 import uuid
+from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +25,7 @@ from hypothesis import strategies as st
 from support import FACTOR, Daemon, nbrelay
 
 from nbrelay import protocol
-from nbrelay.transcript import overwrite
+from nbrelay.transcript import Sanitiser, overwrite
 
 Message = tuple[str, str]  # msg_type, content as JSON; all of one execution
 
@@ -43,12 +52,118 @@ def cli(daemon: Daemon, *args: str) -> str:
     return result.stdout
 
 
+def on_a_terminal(daemon: Daemon, *args: str) -> str:
+    """What an nbrelay command wrote to a terminal (a pty, raw: each byte as written)."""
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbrelay", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(daemon.runtime_dir)},
+    )
+    os.close(terminal)
+    written = b""
+    deadline = time.monotonic() + 30 * FACTOR
+    try:
+        while select.select([controller], [], [], max(0, deadline - time.monotonic()))[0]:
+            try:
+                chunk = os.read(controller, 1 << 16)
+            except OSError:  # EIO: the command exited and closed the terminal
+                break
+            if not chunk:
+                break
+            written += chunk
+        else:
+            raise AssertionError("the command still writes after 30 s")
+    finally:
+        os.close(controller)
+        _, errors = proc.communicate(timeout=30 * FACTOR)
+    assert proc.returncode == 0, errors
+    return written.decode()
+
+
 def message(msg_type: str, content: dict[str, Any]) -> Message:
     return msg_type, json.dumps(content)
 
 
 def stream(text: str) -> Message:
     return message("stream", {"name": "stdout", "text": text})
+
+
+HOSTILE: list[Message] = [
+    message("execute_input", {"code": "run()\x1b]0;evil-title\x07", "execution_count": 1}),
+    stream("\x1b[31mred\x1b[0m plain\n"),
+    stream("progress 0%\rprogress 50%\rprogress 100%\n"),
+    stream(
+        "osc\x1b]0;evil-title\x07 clip\x1b]52;c;ZXZpbA==\x07 "
+        "link:\x1b]8;;http://evil.example/\x1b\\here\x1b]8;;\x1b\\\n"
+    ),
+    stream(
+        "dcs\x1bP1$qm\x1b\\ reset\x1bc alt\x1b[?1049h save\x1b7\x1b[s restore\x1b8\x1b[u "
+        "moves\x1b[1A\x1b[2;1H\x1b[5D\x1b[J\n"
+    ),
+    stream("c1\x9b31m\x9d0;c1-title\x07\x85\x90x\x9c bell\x07\x00\x0b\x0c\x7f\x1b#8\x1b(0 end\n"),
+    stream("split\x1b"),  # each sequence cut in two, across two records
+    stream("]0;split-title\x07 osc "),
+    stream("\x1b[3"),
+    stream("2mgreen\x1b[0m\n"),
+    stream("gone\x1b[2K\rline\x1b[K\tbs!\b?\n"),
+    message("error", {"traceback": ["\x1b[0;31mValueError\x1b[0m", "\x1b]0;tb-title\x07boom"]}),
+]
+START = "\n─── kernel process 1 on box started t ───\n\n─── In [1]: run()\n"
+ON_A_TERMINAL = START + (
+    "\x1b[31mred\x1b[0m plain\n"
+    "progress 0%\rprogress 50%\rprogress 100%\n"
+    "osc clip link:here\n"
+    "dcs reset alt save restore moves\n"
+    "c1 bell end\n"
+    "split osc \x1b[32mgreen\x1b[0m\n"  # both halves of each sequence: one judged whole
+    "gone\x1b[2K\rline\x1b[K\tbs!\b?\n"
+    "\x1b[0;31mValueError\x1b[0m\nboom\n"
+)
+PLAIN = START + (
+    "red plain\n"
+    "progress 100%\n"
+    "osc clip link:here\n"
+    "dcs reset alt save restore moves\n"
+    "c1 bell end\n"
+    "split osc green\n"
+    "line\tbs?\n"
+    "ValueError\nboom\n"
+)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
+    """A daemon holding the output of a kernel that printed HOSTILE, on a hostile host."""
+    daemon = Daemon(tmp_path_factory.mktemp("hostile")).start()
+    try:
+        yield daemon, ingest(daemon, HOSTILE, hostname="box\x1b]0;evil-title\x07")
+    finally:
+        daemon.stop()
+
+
+def test_tail_on_a_terminal_keeps_only_colours_and_progress(
+    hostile: tuple[Daemon, str],
+) -> None:
+    """On a terminal, SGR, erase in line, \\r and \\b reach it, also when a sequence is
+    split across two records; OSC (titles, clipboard, links), DCS, ESC c, private modes,
+    cursor moves and saves, C1 and other controls do not, from any field of a record."""
+    daemon, kernel_id = hostile
+    assert on_a_terminal(daemon, "tail", kernel_id, "--since", "0") == ON_A_TERMINAL
+
+
+def test_piped_tail_and_txt_export_hold_no_escape_code(
+    hostile: tuple[Daemon, str], tmp_path: Path
+) -> None:
+    """Piped, `tail` and `export -o x.txt` write plain text: no escape sequence, no control
+    but newlines and tabs, each \\r and backspace applied."""
+    daemon, kernel_id = hostile
+    assert cli(daemon, "tail", kernel_id, "--since", "0") == PLAIN
+    cli(daemon, "export", kernel_id, "-o", str(tmp_path / "x.txt"))
+    assert (tmp_path / "x.txt").read_text() == PLAIN
 
 
 def read(path: Path) -> Any:
@@ -98,3 +213,22 @@ def quadratic_overwrite(line: str) -> str:
 def test_overwrite_applies_returns_and_backspaces_as_before(line: str) -> None:
     """overwrite() gives what the first, quadratic version gave, for any line."""
     assert overwrite(line) == quadratic_overwrite(line)
+
+
+KEPT = r"\x1b\[[0-9;:]*m|\x1b\[[012]?K"  # what a terminal may get: SGR and erase in line
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+ESCAPES = st.text(alphabet="a;0123[]Pm?Kc7\\\x1b\x07\x9b\x9c\x9d\x85\r\b\n\t\x00", max_size=40)
+
+
+@given(ESCAPES, st.lists(st.integers(0, 40), max_size=4), st.booleans())
+def test_sanitiser_keeps_no_forbidden_sequence_however_the_text_is_cut(
+    text: str, cuts: list[int], styles: bool
+) -> None:
+    """Fed in pieces, the sanitiser writes what it writes for the whole text, and that holds
+    only text, \\r, \\b, \\n, \\t and (with styles) complete SGR and erase-line sequences."""
+    whole = Sanitiser(styles).feed(text)
+    pieces = Sanitiser(styles)
+    bounds = [0, *sorted(cuts), len(text)]
+    assert "".join(pieces.feed(text[a:b]) for a, b in pairwise(bounds)) == whole
+    rest = re.sub(KEPT, "", whole) if styles else whole
+    assert not CONTROLS.search(rest.replace("\r", "").replace("\b", ""))
