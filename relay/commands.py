@@ -203,8 +203,9 @@ def export(args: argparse.Namespace) -> int:
         write(notebook, path)
         print(f"wrote {len(notebook.cells)} cells to {path}")
     elif suffix == ".jsonl":
-        with path.open("w") as f:
-            count = sum(f.write(json.dumps(r) + "\n") > 0 for r in records if "seq" in r)
+        texts = client.record_texts(kernel["kernel_id"])
+        with path.open("wb") as f:  # each record as the daemon sent it, byte for byte
+            count = sum(f.write(text + b"\n") > 0 for text in texts)
         print(f"wrote {count} records to {path}")
     elif suffix == ".txt":
         with path.open("w") as f:

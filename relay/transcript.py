@@ -15,10 +15,28 @@ from typing import Any
 from .protocol import GAP, START
 
 RULE = "─" * 3
+WHY_CHARS = 200  # of an exception's message in a placeholder: enough to say what was wrong
+
+
+def cannot_render(record: dict[str, Any], exc: BaseException) -> str:
+    """The line that stands for a record nbrelay cannot show, so that one bad record costs
+    only itself: the rest of the kernel's output is still shown and exported."""
+    message = str(exc).strip().partition("\n")[0]  # nbformat's go on for lines
+    why = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if len(why) > WHY_CHARS:
+        why = why[:WHY_CHARS] + "…"
+    return f"[nbrelay: record {record.get('seq')} could not be rendered: {why}]"
+
+
+def of_type(value: Any, kind: type, what: str) -> Any:
+    """``value``, or TypeError saying which field of a record has the wrong type."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} is {type(value).__name__}, not {kind.__name__}")
+    return value
 
 
 def _mime_text(content: dict[str, Any]) -> str:
-    data = content.get("data") or {}
+    data = of_type(content.get("data", {}), dict, "data")
     text = data.get("text/plain")
     if isinstance(text, list):
         text = "".join(text)
@@ -30,19 +48,28 @@ def _mime_text(content: dict[str, Any]) -> str:
 
 def render(record: dict[str, Any]) -> str:
     """One record or notice as terminal text, escape codes and ``\\r`` as the kernel wrote
-    them (see :class:`Sanitiser`)."""
+    them (see :class:`Sanitiser`); a record of a shape no kernel sends as a placeholder."""
+    try:
+        return _render(record)
+    except Exception as exc:  # hostile or broken content: any error, only this record's
+        return cannot_render(record, exc) + "\n"
+
+
+def _render(record: dict[str, Any]) -> str:
     kind = record.get("msg_type") or record.get("type")
-    content = record.get("content") or {}
+    content = of_type(record.get("content") or {}, dict, "content")
     if kind == "stream":
-        return str(content.get("text", ""))
+        text: str = of_type(content.get("text", ""), str, "text")
+        return text
     if kind == "execute_input":
         count = content.get("execution_count")
-        code = str(content.get("code", "")).rstrip("\n")
+        code = of_type(content.get("code"), str, "code").rstrip("\n")
         first, _, rest = code.partition("\n")
         more = f"  (+{rest.count(chr(10)) + 1} lines)" if rest else ""
         return f"\n{RULE} In [{count}]: {first}{more}\n"
     if kind == "error":
-        traceback = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
+        default = [f"{content.get('ename')}: {content.get('evalue')}"]
+        traceback = of_type(content.get("traceback") or default, list, "traceback")
         return "\n".join(map(str, traceback)) + "\n"
     if kind == "execute_result":
         return f"Out[{content.get('execution_count')}]: {_mime_text(content)}"

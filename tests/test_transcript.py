@@ -1,5 +1,6 @@
-"""Kernel output as text, from hostile kernels: `nbrelay tail` and `export`, against a real
-daemon fed through a real ingest connection."""
+"""Kernel output as text, from hostile kernels: `nbrelay tail` on a terminal and piped,
+`export` to .txt, .jsonl and .ipynb, and `recover`, against a real daemon fed through a real
+ingest connection."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nbformat.v4 import new_code_cell, new_notebook
 from support import FACTOR, Daemon, nbrelay
 
 from nbrelay import protocol
@@ -166,10 +169,106 @@ def test_piped_tail_and_txt_export_hold_no_escape_code(
     assert (tmp_path / "x.txt").read_text() == PLAIN
 
 
+# -- records nested as deep as the daemon takes, or of the wrong shape ----------------------
+
+
+def nested(depth: int) -> str:
+    """A JSON array ``depth`` levels deep (json and orjson cannot write one this deep)."""
+    return "[" * depth + "]" * depth
+
+
+def display(mime: str, value: str) -> Message:
+    return "display_data", f'{{"data":{{"{mime}":{value}}},"metadata":{{}}}}'
+
+
+# The daemon takes a batch line nested up to 1,024 deep: the line, content, data and value.
+DEEPEST = 1024 - 3
+BROKEN: list[Message] = [
+    message("execute_input", {"code": "show()", "execution_count": 1}),
+    stream("before\n"),
+    display("application/json", nested(DEEPEST)),
+    display("application/json", nested(1000)),
+    display("text/plain", nested(1000)),
+    message("error", {"ename": "E", "evalue": "v", "traceback": "not a list"}),
+    message("execute_result", {"data": {"text/plain": "42"}, "metadata": {}, "execution_count": 1}),
+    stream("after\n"),
+]
+
+
+def test_deep_or_malformed_records_cost_only_themselves(tmp_path: Path) -> None:
+    """Records nested as deep as the daemon takes them, and records of the wrong shape, are
+    shown and exported as placeholders by tail (piped and -f), export .txt, .jsonl and
+    .ipynb and recover, and everything else is still there."""
+    daemon = Daemon(tmp_path).start()
+    try:
+        kernel_id = ingest(daemon, BROKEN)
+        first = daemon.head(kernel_id) - len(BROKEN) + 1  # the seq of BROKEN[0]
+        placeholders = [
+            f"[nbrelay: record {first + 4} could not be rendered: TypeError",
+            f"[nbrelay: record {first + 5} could not be rendered: TypeError: traceback is str",
+        ]
+
+        def assert_log(text: str) -> None:
+            for line in ["before", "[application/json]", "Out[1]: 42", "after"]:
+                assert line in text.splitlines(), line
+            assert all(placeholder in text for placeholder in placeholders)
+
+        assert_log(cli(daemon, "tail", kernel_id, "--since", "0"))
+        cli(daemon, "export", kernel_id, "-o", str(tmp_path / "x.txt"))
+        assert_log((tmp_path / "x.txt").read_text())
+        assert_log(follow_until(daemon, kernel_id, "after"))
+
+        cli(daemon, "export", kernel_id, "-o", str(tmp_path / "x.jsonl"))
+        lines = (tmp_path / "x.jsonl").read_bytes().splitlines()
+        assert len(lines) == daemon.kernel(kernel_id)["records"]
+        assert [orjson.loads(line)["seq"] for line in lines[-len(BROKEN) :]] == [
+            first + n for n in range(len(BROKEN))
+        ]
+        assert nested(DEEPEST).encode() in lines[-len(BROKEN) + 2]  # as deep as it came
+
+        cli(daemon, "export", kernel_id, "-o", str(tmp_path / "x.ipynb"))
+        (cell,) = [c for c in read(tmp_path / "x.ipynb").cells if c.source == "show()"]
+        assert_cell(cell, first)
+
+        user = tmp_path / "hostile.ipynb"
+        nbformat.write(new_notebook(cells=[new_code_cell("show()")]), user)
+        assert "filled 1 cells" in cli(daemon, "recover", str(user), "--kernel", kernel_id)
+        assert_cell(read(tmp_path / "hostile.recovered.ipynb").cells[0], first)
+    finally:
+        daemon.stop()
+
+
 def read(path: Path) -> Any:
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
     return notebook
+
+
+def assert_cell(cell: Any, first: int) -> None:
+    """The outputs of BROKEN's cell: each record that no notebook can hold is a note."""
+    texts = [o.get("text") or o.data["text/plain"] for o in cell.outputs]
+    assert texts[0] == "before\n" and texts[2:] == ["42", "after\n"], texts
+    notes = re.findall(r"^\[nbrelay: record (\d+) could not be rendered: ", texts[1], re.M)
+    assert notes == [str(first + n) for n in (2, 3, 4, 5)], texts[1]
+
+
+def follow_until(daemon: Daemon, kernel_id: str, last: str) -> str:
+    """What `tail -f`, piped, printed up to the line ``last``."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "nbrelay", "tail", kernel_id, "-f", "--since", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(daemon.runtime_dir)},
+    )
+    assert follower.stdout is not None
+    printed = ""
+    try:
+        while (line := follower.stdout.readline()) and line != last + "\n":
+            printed += line
+    finally:
+        follower.kill()
+        follower.communicate()
+    return printed + line
 
 
 # -- backspaces and carriage returns ---------------------------------------------------------
