@@ -63,7 +63,7 @@ def _render(record: dict[str, Any]) -> str:
         return text
     if kind == "execute_input":
         count = content.get("execution_count")
-        code = of_type(content.get("code"), str, "code").rstrip("\n")
+        code = of_type(content.get("code", ""), str, "code").rstrip("\n")
         first, _, rest = code.partition("\n")
         more = f"  (+{rest.count(chr(10)) + 1} lines)" if rest else ""
         return f"\n{RULE} In [{count}]: {first}{more}\n"
@@ -129,7 +129,7 @@ class Sanitiser:
         self.styles = styles
         self._state = _GROUND
         self._csi = ""  # the parameter and intermediate bytes of the CSI being read
-        self._csi_allowed = False  # 7-bit and short enough to be one of the kept ones
+        self._csi_allowed = False  # begun with ESC [, not with the 8-bit CSI
 
     def feed(self, text: str) -> str:
         """What of ``text`` may be written, given what came before it."""
