@@ -8,8 +8,8 @@ sentences: no daemon, a wrong token, an unknown kernel.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
@@ -38,6 +39,10 @@ class Client:
 
     def get(self, path: str, **params: object) -> dict[str, Any]:
         """GET an API path, as JSON; NbrelayError saying what went wrong."""
+        answer: dict[str, Any] = loads(self._fetch(path, **params))
+        return answer
+
+    def _fetch(self, path: str, **params: object) -> bytes:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = self.endpoint.url.rstrip("/") + "/" + path + (f"?{query}" if query else "")
         request = urllib.request.Request(
@@ -47,8 +52,8 @@ class Client:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(request, timeout=TIMEOUT) as response:
-                answer: dict[str, Any] = json.load(response)
-                return answer
+                body: bytes = response.read()
+                return body
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
                 raise NbrelayError(
@@ -103,6 +108,21 @@ class Client:
                 return
             since = records[-1]["seq"]
 
+    def record_texts(self, kernel_id: str) -> Iterator[bytes]:
+        """A kernel's stored records, each as the JSON text the daemon sent (``export
+        .jsonl``): not parsed and encoded again, so nothing in them can change or fail."""
+        since = 0
+        while True:
+            page = self._fetch("api/messages", kernel_id=kernel_id, since=since, limit=PAGE)
+            try:
+                _, records = split_first_array(page)
+            except ValueError as exc:
+                raise NbrelayError(f"the daemon sent a page nbrelay cannot read: {exc}") from None
+            yield from records
+            if len(records) < PAGE:
+                return
+            since = loads(records[-1])["seq"]
+
     def follow(self, kernel_id: str, since: int = 0) -> Iterator[dict[str, Any]]:
         """A kernel's records after ``since``, then live ones, forever. Survives daemon restarts:
         it finds the daemon anew (a new port or token) and resumes after the last seq seen."""
@@ -136,12 +156,65 @@ class Client:
             open_timeout=TIMEOUT,
         ) as ws:
             for frame in ws:
-                data = json.loads(frame)
+                data = loads(frame)
                 if isinstance(data, list):
                     yield from data
                 elif data.get("type") == "gap":
                     yield data
         raise ConnectionError("the daemon closed the connection")
+
+
+def loads(data: bytes | str) -> Any:
+    """The daemon's JSON: an API answer, a page of records or a view frame.
+
+    orjson, as the daemon reads what kernels send, so that the CLI reads whatever the daemon
+    took: nesting up to 1,024 levels (json gives up near 1,000). A record is as deep as the
+    batch line the daemon parsed it from, but a page or a frame adds its own levels around
+    it, so one as deep as the daemon allows makes the whole too deep: then the records are
+    parsed one by one. Integers beyond 64 bits become floats, as in Jupyter's own frontend
+    (JavaScript numbers); ``export .jsonl`` writes the records' own text instead.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        why = exc
+    try:
+        outer, items = split_first_array(data.encode() if isinstance(data, str) else data)
+        value = orjson.loads(outer)
+        records = value if isinstance(value, list) else value["messages"]
+        records.extend(orjson.loads(item) for item in items)
+    except (ValueError, KeyError, TypeError):  # broken, not deep: say what orjson said
+        raise NbrelayError(f"the daemon sent JSON that nbrelay cannot read: {why}") from None
+    return value
+
+
+# A JSON string, or a character that opens, closes or separates a value.
+_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+
+
+def split_first_array(data: bytes) -> tuple[bytes, list[bytes]]:
+    """``data`` (JSON) with its first array emptied, and the JSON text of each of its items,
+    as they stand in ``data``: the records of a page (``"messages"``) or of a view frame."""
+    depth = opened = inside = start = 0  # inside: the array's depth, once it is found
+    items: list[bytes] = []
+    for token in _STRUCTURE.finditer(data):
+        at = token.start()
+        char = data[at]
+        if char in b"[{":
+            depth += 1
+            if not inside and char == ord("["):
+                opened, inside, start = at, depth, token.end()
+        elif char in b"]}":
+            if inside and depth == inside:  # the array ends
+                last = data[start:at].strip()
+                return data[: opened + 1] + data[at:], [*items, last] if last else items
+            depth -= 1
+        elif char == ord(",") and inside and depth == inside:
+            items.append(data[start:at].strip())
+            start = token.end()
+    if inside:
+        raise ValueError("an array does not end")
+    return data, items
 
 
 def _notebook_matches(notebook: str | None, name: str) -> bool:

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from .client import Client
 from .errors import NbrelayError
 from .protocol import MAX_SEQ
 from .runtime import read_runtime_file, runtime_file
-from .transcript import plain_lines, render
+from .transcript import Sanitiser, plain_lines, render
 
 START_TIMEOUT = 30.0  # seconds for a detached daemon to serve
 STOP_TIMEOUT = 15.0  # seconds for a daemon to stop after SIGTERM
@@ -157,10 +157,16 @@ def tail(args: argparse.Namespace) -> int:
     records = client.follow(kernel_id, since) if args.follow else client.history(kernel_id, since)
     out = sys.stdout
     try:
-        if args.follow or out.isatty():
-            _write_live(records, out)
-        else:
-            out.writelines(plain_lines(records))
+        if out.isatty():  # colours and progress bars as the kernel drew them, and no more
+            screen = Sanitiser(styles=True)
+            for record in records:
+                out.write(screen.feed(render(record)))
+                out.flush()
+        else:  # a pipe or a file: plain lines, as `export .txt` writes them
+            for line in plain_lines(records):
+                out.write(line)
+                if args.follow:
+                    out.flush()
     except KeyboardInterrupt:
         out.write("\n")
     return 0
@@ -184,12 +190,6 @@ def _before_last(client: Client, kernel_id: str, count: int) -> int:
         before = messages[0]["seq"]
 
 
-def _write_live(records: Any, out: TextIO) -> None:
-    for record in records:
-        out.write(render(record))
-        out.flush()
-
-
 def export(args: argparse.Namespace) -> int:
     client = Client()
     kernel = client.kernel(args.kernel)
@@ -203,8 +203,9 @@ def export(args: argparse.Namespace) -> int:
         write(notebook, path)
         print(f"wrote {len(notebook.cells)} cells to {path}")
     elif suffix == ".jsonl":
-        with path.open("w") as f:
-            count = sum(f.write(json.dumps(r) + "\n") > 0 for r in records if "seq" in r)
+        texts = client.record_texts(kernel["kernel_id"])
+        with path.open("wb") as f:  # each record as the daemon sent it, byte for byte
+            count = sum(f.write(text + b"\n") > 0 for text in texts)
         print(f"wrote {count} records to {path}")
     elif suffix == ".txt":
         with path.open("w") as f:
@@ -246,8 +247,9 @@ def recover(args: argparse.Namespace) -> int:
         shutil.copy2(path, backup)
         print(f"kept the original as {backup}")
     write(result.notebook, target)
+    name = Sanitiser(styles=False).feed(kernel["kernel_id"][:12])  # any hello's text
     print(
-        f"filled {result.filled} cells from kernel {kernel['kernel_id'][:12]} into {target}"
+        f"filled {result.filled} cells from kernel {name} into {target}"
         + (f"; {result.unmatched} executions matched no cell" if result.unmatched else "")
     )
     return 0

@@ -16,7 +16,7 @@ from nbformat.v4 import nbformat_minor, new_code_cell, new_notebook, new_output
 from nbformat.validator import isvalid
 
 from .protocol import CELL
-from .transcript import overwrite
+from .transcript import cannot_render, of_type, overwrite
 
 UNKNOWN_START = "# nbrelay: this cell started before its kernel loaded nbrelay\n"
 
@@ -36,11 +36,31 @@ class Execution:
     display_ids: list[str | None] = field(default_factory=list)
 
 
+#: Nesting a notebook can hold. nbformat builds, copies and checks outputs with recursive
+#: Python, which runs out of stack near 490 levels (Python's recursion limit is 1,000); half
+#: of that leaves room for the notebook's own levels and its callers. The daemon takes up to
+#: 1,024: a record nested deeper than this is exported as a placeholder.
+MAX_NESTING = 256
+
+
+def nesting(value: Any) -> int:
+    """How many levels of lists and objects ``value`` has, counted without recursion."""
+    depth, level = 0, [value]
+    while containers := [v for v in level if isinstance(v, dict | list)]:
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
 def _output(msg_type: str, content: dict[str, Any]) -> NotebookNode | None:
+    """The nbformat output of a message; TypeError, ValueError or nbformat's ValidationError
+    (a ValueError) for one that no notebook can hold."""
     output: NotebookNode | None = None
     if msg_type == "stream":
         output = new_output(
-            "stream", name=content.get("name", "stdout"), text=content.get("text", "")
+            "stream",
+            name=of_type(content.get("name", "stdout"), str, "name"),
+            text=of_type(content.get("text", ""), str, "text"),
         )
     elif msg_type in ("display_data", "execute_result"):
         extra = {"execution_count": content.get("execution_count")}
@@ -55,61 +75,96 @@ def _output(msg_type: str, content: dict[str, Any]) -> NotebookNode | None:
             "error",
             ename=str(content.get("ename", "")),
             evalue=str(content.get("evalue", "")),
-            traceback=[str(line) for line in content.get("traceback", [])],
+            traceback=[
+                str(line) for line in of_type(content.get("traceback", []), list, "traceback")
+            ],
         )
     return output
 
 
-def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
-    """The executions in ``records`` (one kernel's, in seq order), with their outputs after
-    clear_output and update_display_data, as a notebook client applies them."""
-    by_request: dict[str, Execution] = {}
-    order: list[Execution] = []
-    displays: dict[str, list[NotebookNode]] = {}  # display_id -> outputs showing it
-    # request -> notebook cell id. The hook records the id on the kernel's main thread and
-    # execute_input comes through IOPub, so either can be first.
-    cell_ids: dict[str, str] = {}
+OUTPUT_TYPES = frozenset(
+    {
+        "execute_input",
+        "stream",
+        "display_data",
+        "update_display_data",
+        "execute_result",
+        "error",
+        "clear_output",
+    }
+)
 
-    for record in records:
-        msg_type, content = record.get("msg_type"), record.get("content") or {}
-        parent = record.get("parent_msg_id")
-        if msg_type == "update_display_data":
-            display_id = (content.get("transient") or {}).get("display_id")
-            for shown in displays.get(display_id, []) if isinstance(display_id, str) else []:
-                shown["data"] = content.get("data", {})
-                shown["metadata"] = content.get("metadata", {})
-            continue
+
+def _display_id(content: dict[str, Any]) -> str | None:
+    transient = of_type(content.get("transient") or {}, dict, "transient")
+    display_id = transient.get("display_id")
+    return display_id if isinstance(display_id, str) else None
+
+
+class _Replay:
+    """Executions rebuilt from one kernel's records, in seq order, as a notebook client
+    builds its outputs from the same messages."""
+
+    def __init__(self) -> None:
+        self.by_request: dict[str, Execution] = {}
+        self.order: list[Execution] = []
+        self.displays: dict[str, list[NotebookNode]] = {}  # display_id -> outputs showing it
+        # request -> notebook cell id. The hook records the id on the kernel's main thread and
+        # execute_input comes through IOPub, so either can be first.
+        self.cell_ids: dict[str, str] = {}
+
+    def run(self, request: str, new: bool = False) -> Execution:
+        run = self.by_request.get(request)
+        if run is None or new:
+            run = Execution(request, None, None)
+            self.by_request[request] = run
+            self.order.append(run)
+        return run
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """One record; it raises, and changes nothing, if no notebook can hold it."""
+        msg_type, parent = record.get("msg_type"), record.get("parent_msg_id") or ""
         if msg_type == CELL:
-            cell_id = content.get("cell_id")
+            cell_id = (record.get("content") or {}).get("cell_id")
             if parent and isinstance(cell_id, str) and cell_id:
-                cell_ids[parent] = cell_id
-            continue
-        if not parent or msg_type not in (
-            "execute_input",
-            "stream",
-            "display_data",
-            "execute_result",
-            "error",
-            "clear_output",
-        ):
-            continue
-        run = by_request.get(parent)
-        if run is None or msg_type == "execute_input":
-            run = Execution(parent, None, None)
-            by_request[parent] = run
-            order.append(run)
+                self.cell_ids[parent] = cell_id
+            return
+        if msg_type not in OUTPUT_TYPES or (not parent and msg_type != "update_display_data"):
+            return
+        content: dict[str, Any] = of_type(record.get("content") or {}, dict, "content")
+        depth = nesting(content)
+        if depth > MAX_NESTING:
+            raise ValueError(f"nested {depth} levels deep, more than a notebook holds")
+        display_id = _display_id(content)
+        if msg_type == "update_display_data":
+            shown = self.displays.get(display_id, []) if display_id else []
+            if shown:  # checked before anything changes
+                data, metadata = content.get("data", {}), content.get("metadata", {})
+                update = new_output("display_data", data=data, metadata=metadata)
+                for node in shown:
+                    node["data"], node["metadata"] = update.data, update.metadata
+            return
         if msg_type == "execute_input":
-            run.code, run.count = str(content.get("code", "")), content.get("execution_count")
-            continue
+            code = of_type(content.get("code", ""), str, "code")
+            count = new_code_cell(code, execution_count=content.get("execution_count"))
+            run = self.run(parent, new=True)
+            run.code, run.count = code, count.execution_count
+            return
+        run = self.run(parent)
         if msg_type == "clear_output":
             if content.get("wait"):
                 run.clear_on_next = True
             else:
                 run.outputs.clear()
-            continue
+            return
         output = _output(msg_type, content)
         if output is None:
-            continue
+            return
+        self.add(run, output)
+        if display_id:
+            self.displays.setdefault(display_id, []).append(output)
+
+    def add(self, run: Execution, output: NotebookNode) -> None:
         if run.clear_on_next:
             run.outputs.clear()
             run.clear_on_next = False
@@ -123,18 +178,28 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
             last.text += output.text  # Jupyter merges consecutive output of one stream
         else:
             run.outputs.append(output)
-        display_id = (content.get("transient") or {}).get("display_id")
-        if display_id:
-            displays.setdefault(display_id, []).append(output)
 
-    shown_as = {id(o): display_id for display_id, shown in displays.items() for o in shown}
-    for run in order:
+
+def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
+    """The executions in ``records`` (one kernel's, in seq order), with their outputs after
+    clear_output and update_display_data, as a notebook client applies them. A record no
+    notebook can hold (a hostile or broken kernel's) leaves a note on stderr in its place."""
+    replay = _Replay()
+    for record in records:
+        try:
+            replay.apply(record)
+        except Exception as exc:  # any error, and only this record's
+            note = new_output("stream", name="stderr", text=cannot_render(record, exc) + "\n")
+            replay.add(replay.run(record.get("parent_msg_id") or ""), note)
+
+    shown_as = {id(o): d for d, shown in replay.displays.items() for o in shown}
+    for run in replay.order:
         run.display_ids = [shown_as.get(id(o)) for o in run.outputs]
-        run.cell_id = cell_ids.get(run.request)
+        run.cell_id = replay.cell_ids.get(run.request)
         for output in run.outputs:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
                 output.text = "\n".join(overwrite(line) for line in output.text.split("\n"))
-    return order
+    return replay.order
 
 
 def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -> NotebookNode:
