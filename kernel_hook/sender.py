@@ -78,6 +78,7 @@ def _header(entry: Entry) -> tuple[str, str, str] | None:
     if (
         isinstance(msg_id, str)
         and msg_id
+        and isinstance(msg_type, str)  # before the set: a list or an object is unhashable
         and msg_type in protocol.CAPTURED_TYPES
         and isinstance(date, str)
         and date

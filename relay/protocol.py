@@ -288,6 +288,7 @@ def _fast_output(raw: dict[str, Any], previous: int, line: str) -> Output | None
         and previous < n <= MAX_SEQ
         and type(msg_id) is str
         and msg_id
+        and type(msg_type) is str  # before the set: a list or an object is unhashable
         and msg_type in CAPTURED_TYPES
         and (parent is None or type(parent) is str)
         and type(time) is str
