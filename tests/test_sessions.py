@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support import FACTOR, Daemon, stream_batch
+from support import FACTOR, Daemon, Kernel, assert_relayed, relayed, stream_batch, wait_for
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
@@ -75,3 +75,45 @@ def test_messages_below_what_a_connection_was_told_is_stored_are_reported(
         ws.send(stream_batch([5]))
         assert protocol.decode_ack(ws.recv(10 * FACTOR)) == HUGE
     assert f"numbered 5, at or below the {HUGE}" in daemon.log()
+
+
+def spoof(daemon: Daemon, kernel_id: str, session: str) -> None:
+    """Take ``session`` over and claim that its messages up to HUGE are stored. The kernel's
+    hook takes it back as soon as it reconnects: try until a claim is acknowledged."""
+
+    def claimed() -> bool:
+        try:
+            with daemon.ingest(hello(kernel_id, session)) as ws:
+                ws.send(stream_batch([HUGE], "spoofed"))
+                return protocol.decode_ack(ws.recv(10 * FACTOR)) == HUGE
+        except ConnectionClosed:
+            return False
+
+    wait_for(claimed, 10, "a spoofed claim to be acknowledged")
+
+
+def test_a_spoofed_session_does_not_swallow_the_kernels_output(
+    daemon: Daemon, kernel: Kernel
+) -> None:
+    """After another client claimed the kernel's session with a huge message number, the
+    kernel's later output is still stored, exactly once and in order: its hook, told that more
+    is stored than it ever sent, says so in the kernel's log and goes on under a new session,
+    which it keeps across a reload of the extension."""
+    relayed(daemon, kernel, kernel.run_ok("print('before')"))
+    (start,) = [
+        r for r in daemon.messages(kernel_id=kernel.kernel_id) if r["msg_type"] == "nbrelay.start"
+    ]
+    session = start["content"]["session"]
+    spoof(daemon, kernel.kernel_id, session)
+    assert_relayed(daemon, kernel, kernel.run_ok("print('after the spoof')"))
+    log = kernel.log_path.read_text()
+    assert f"counts {HUGE} messages of session {session} as stored" in log
+    kernel.run_ok("%unload_ext nbrelay")
+    kernel.run_ok("%load_ext nbrelay")
+    assert_relayed(daemon, kernel, kernel.run_ok("print('after a reload')"))
+    records = daemon.messages(kernel_id=kernel.kernel_id)
+    starts = [r["content"]["session"] for r in records if r["msg_type"] == "nbrelay.start"]
+    assert len(starts) == 2 and starts[0] == session  # one new session, kept by the reload
+    assert "another client has used this session" in daemon.log()
+    texts = [r["content"].get("text") for r in records if r["msg_type"] == "stream"]
+    assert texts.count("after the spoof\n") == 1 and texts.count("after a reload\n") == 1
