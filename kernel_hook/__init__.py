@@ -176,4 +176,5 @@ def unload_ipython_extension(ipython: Any) -> None:
                 "if the extension is loaded again",
                 _process.outbox.stats()["pending"],
             )
+        _process.hello = _process.sender.hello  # a new session, if it had to move to one
         _process.sender = None

@@ -4,6 +4,10 @@ The capture path (the kernel's IOPub thread, and its main thread for a cell's id
 appends here; the sender thread takes batches and removes what the daemon acknowledged.
 Messages stay until acknowledged, so after a reconnect everything the daemon did not commit
 is sent again.
+
+Entries keep the number they were given for the life of the process; the daemon sees them
+numbered within the current session (:meth:`Outbox.number`), which starts over at 1 when the
+sender has to move to a new session (:meth:`Outbox.new_session`).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Outbox:
         self._last_take = float("-inf")  # when the last non-empty batch was taken
         self.acked = 0
         self.dropped = 0  # messages dropped because the buffer was full, ever
+        self._base = 0  # messages up to here went in earlier sessions (new_session)
+        self._taken = 0  # the highest number taken to send
 
     def put(self, header: bytes, parent: bytes, content: bytes) -> None:
         """Number and keep one message. Never blocks: when full, the oldest messages go."""
@@ -108,11 +114,29 @@ class Outbox:
             self._inflight.extend(batch)
             if batch:
                 self._last_take = time.monotonic()
+                self._taken = max(self._taken, batch[-1].n)
             return batch
 
-    def ack(self, acked: int) -> None:
-        """Forget everything up to ``acked``: the daemon committed it."""
+    def number(self, entry: Entry) -> int:
+        """The entry's number in the current session: what the daemon knows it by."""
+        return entry.n - self._base
+
+    @property
+    def sent(self) -> int:
+        """The highest number of the current session taken to send: the daemon cannot have
+        stored more."""
+        with self._lock:
+            return self._taken - self._base
+
+    def new_session(self) -> None:
+        """Number what is not acknowledged from 1 again, for a new session."""
         with self._cond:
+            self._base = self._taken = self.acked
+
+    def ack(self, acked: int) -> None:
+        """Forget everything up to the current session's ``acked``: the daemon committed it."""
+        with self._cond:
+            acked += self._base
             self.acked = max(self.acked, acked)
             for queue in (self._inflight, self._unsent):
                 while queue and queue[0].n <= acked:

@@ -9,6 +9,7 @@ never raised: the kernel must not notice.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -16,6 +17,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -52,6 +54,19 @@ HEADER = re.compile(
 QUOTED_TYPES = frozenset(json.dumps(t).encode() for t in protocol.INGEST_TYPES)
 
 
+class SessionTaken(ProtocolError):
+    """The daemon counts more of the session's messages as stored than the hook ever sent.
+
+    Another client used the session (its id is in every start record) and pushed the count
+    up: at or below it, this kernel's output would be dropped as already stored. So the
+    sender goes on under a new session, and what is not acknowledged is sent again there."""
+
+    CLOSE_REASON = "told that more is stored than was sent: another client has used this session"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, protocol.CLOSE_POLICY)
+
+
 @functools.lru_cache(maxsize=64)
 def _parent_json(parent: bytes) -> str:
     """The msg_id in a parent header, as JSON ("null" if none): one parse per cell, as a
@@ -78,6 +93,7 @@ def _header(entry: Entry) -> tuple[str, str, str] | None:
     if (
         isinstance(msg_id, str)
         and msg_id
+        and isinstance(msg_type, str)  # before the set: a list or an object is unhashable
         and msg_type in protocol.INGEST_TYPES
         and isinstance(date, str)
         and date
@@ -86,7 +102,7 @@ def _header(entry: Entry) -> tuple[str, str, str] | None:
     return None
 
 
-def _encode(entry: Entry, max_output_bytes: int) -> str | None:
+def _encode(entry: Entry, n: int, max_output_bytes: int) -> str | None:
     """The entry's batch line; None for a header the daemon would refuse (never from Jupyter)."""
     fields = _header(entry)
     if fields is None:
@@ -97,7 +113,7 @@ def _encode(entry: Entry, max_output_bytes: int) -> str | None:
     if len(entry.content) > max_output_bytes:  # cut here what could not be stored whole
         content = json.dumps(protocol.fit_content(json.loads(content), max_output_bytes))
     parent = _parent_json(entry.parent)
-    return protocol.output_line(entry.n, msg_id, msg_type, parent, date, content)
+    return protocol.output_line(n, msg_id, msg_type, parent, date, content)
 
 
 class Sender:
@@ -159,7 +175,10 @@ class Sender:
                 except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
                     if self._handshakes > handshakes:
                         delay = FIRST_DELAY  # it worked until now: retry soon
-                    self._report(self._describe(endpoint, exc))
+                    if isinstance(exc, SessionTaken):
+                        self._new_session(exc)  # which says why
+                    else:
+                        self._report(self._describe(endpoint, exc))
                 finally:
                     self.connected = False
             if closing:
@@ -179,7 +198,11 @@ class Sender:
         ) as ws:
             ws.send(self.hello.encode())
             welcome = protocol.Welcome.decode(ws.recv(timeout=timeout))
-            self.outbox.rewind(welcome.acked)
+            try:
+                self.outbox.rewind(self._checked(welcome.acked))
+            except SessionTaken:
+                ws.close(protocol.CLOSE_POLICY, SessionTaken.CLOSE_REASON)
+                raise
             self._handshakes += 1
             self.endpoint, self.connected = endpoint, True
             if self._problem is not None:
@@ -194,6 +217,9 @@ class Sender:
             reader.start()
             try:
                 self._send_batches(ws, welcome)
+            except SessionTaken:  # an ack's, from the reader thread (close() below: no-op)
+                ws.close(protocol.CLOSE_POLICY, SessionTaken.CLOSE_REASON)
+                raise
             finally:
                 if self._exiting:
                     ws.close(protocol.CLOSE_GOING_AWAY, "kernel exiting")
@@ -217,7 +243,7 @@ class Sender:
             frame: list[str] = []
             size = 0
             for entry in batch:
-                text = _encode(entry, welcome.max_output_bytes)
+                text = _encode(entry, self.outbox.number(entry), welcome.max_output_bytes)
                 if text is None:  # the daemon stores a gap record for its number
                     self.outbox.forget(entry)
                     if not self._skip_logged:
@@ -242,12 +268,32 @@ class Sender:
     def _read_acks(self, ws: Connection) -> None:
         try:
             for frame in ws:
-                self.outbox.ack(protocol.decode_ack(frame))
+                self.outbox.ack(self._checked(protocol.decode_ack(frame)))
         except (WebSocketException, ProtocolError) as exc:
             self._reader_error = exc  # the sender thread reports it
         finally:
             self.connected = False
             self.outbox.wake()
+
+    def _checked(self, acked: int) -> int:
+        """``acked``, unless it is more than was sent in the session: SessionTaken."""
+        sent = self.outbox.sent
+        if acked > sent:
+            raise SessionTaken(
+                f"the daemon counts {acked} messages of session {self.hello.session} as "
+                f"stored, but this kernel sent {sent}: another client has used its session"
+            )
+        return acked
+
+    def _new_session(self, taken: SessionTaken) -> None:
+        """Go on under a new session, so that the output is stored, not dropped."""
+        self.hello = dataclasses.replace(self.hello, session=uuid.uuid4().hex)
+        self.outbox.new_session()
+        log.error(
+            "nbrelay: %s; going on as session %s, from the last message it stored",
+            taken.reason,
+            self.hello.session,
+        )
 
     # -- reporting -----------------------------------------------------------------------
 

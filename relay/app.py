@@ -71,6 +71,8 @@ class Relay:
             Retention(settings.max_size, settings.max_age),
         )
         self.connected: Counter[str] = Counter()
+        # session -> set when a newer connection takes the session over (_take_session)
+        self.ingesting: dict[str, asyncio.Event] = {}
         self.sockets: Counter[str] = Counter()  # open WebSockets, by endpoint
         self.handlers: set[asyncio.Task[object]] = set()  # their tasks, for shutdown
         self.closing = asyncio.Event()
@@ -231,23 +233,36 @@ class Relay:
 
     async def _ingest(self, ws: WebSocket) -> None:
         kernel_id = None
+        hello: Hello | None = None
+        taken_over = asyncio.Event()  # set by the connection that takes the session over
         try:
             hello = Hello.decode(await self._receive_frame(ws))
             acked = await self.store.open_session(hello)
             kernel_id = hello.kernel_id
             self.connected[kernel_id] += 1
+            self._take_session(ws, hello, taken_over)
             welcome = protocol.Welcome(
                 acked, self.settings.max_frame_bytes, self.settings.max_output_bytes
             )
             await ws.send_text(welcome.encode())
-            await self._batches(ws, hello)
-            await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
+            await self._batches(ws, hello, acked, taken_over)
+            if taken_over.is_set():
+                await ws.close(protocol.CLOSE_POLICY, "another connection took over this session")
+            else:
+                await ws.close(protocol.CLOSE_GOING_AWAY, "nbrelay is shutting down")
         except WebSocketDisconnect as exc:
             # The hook says its kernel process is exiting, or the extension was unloaded. A
             # restarted kernel's new process may be connected already: that kernel is not.
             state = protocol.LEFT_STATES.get(exc.code)
             if state is not None and kernel_id is not None and self.connected[kernel_id] == 1:
                 await self.store.kernel_left(kernel_id, state)
+            if exc.code == protocol.CLOSE_POLICY and hello is not None:  # see kernel_hook.sender
+                log.warning(
+                    "the hook of kernel %r left session %r: %r",
+                    hello.kernel_id,
+                    hello.session,
+                    exc.reason,
+                )
         except ProtocolError as exc:
             log.warning("closing ingest connection from %s: %s", _peer(ws), exc.reason)
             await ws.close(exc.code, _close_reason(exc.reason))
@@ -259,33 +274,77 @@ class Relay:
         finally:
             if kernel_id is not None:
                 self.connected[kernel_id] -= 1
+            if hello is not None and self.ingesting.get(hello.session) is taken_over:
+                del self.ingesting[hello.session]
 
-    async def _batches(self, ws: WebSocket, hello: Hello) -> None:
+    def _take_session(self, ws: WebSocket, hello: Hello, taken_over: asyncio.Event) -> None:
+        """Make this connection the session's only one: an older one still open gives way
+        (relay.protocol says why not the other way round), and it is logged: session ids are
+        in every start record, so the older one may be the kernel's and this another client."""
+        previous = self.ingesting.get(hello.session)
+        if previous is not None:
+            log.warning(
+                "kernel %r: a connection from %s takes over session %r from one still open "
+                "(its hook reconnecting after a network failure, or another client)",
+                hello.kernel_id,
+                _peer(ws),
+                hello.session,
+            )
+            previous.set()
+        self.ingesting[hello.session] = taken_over
+
+    async def _batches(
+        self, ws: WebSocket, hello: Hello, acked: int, taken_over: asyncio.Event
+    ) -> None:
         """Store each batch and acknowledge what is committed, at most every ACK_INTERVAL,
-        until the daemon stops (a frame already received still wins: it is committed and
-        acknowledged before the connection closes)."""
+        until the daemon stops or another connection takes the session over (a frame already
+        received still wins: it is committed and acknowledged before the connection closes).
+
+        A hook never sends a number at or below the ``acked`` it was welcomed with, or one it
+        sent before on the connection. Such messages are dropped as already stored, as always,
+        and said once in the log: they come from a hook whose count another client pushed up,
+        one from before #20 that does not check acks, and its output is being lost."""
         loop = asyncio.get_running_loop()
         receive: asyncio.Future[str | bytes] | None = None
-        closing = asyncio.ensure_future(self.closing.wait())  # one a connection, not a frame
+        # One a connection, not a frame.
+        stops = [
+            asyncio.ensure_future(self.closing.wait()),
+            asyncio.ensure_future(taken_over.wait()),
+        ]
         unacked: int | None = None  # committed, not acknowledged yet
         last_ack = -math.inf
+        floor, warned = acked, False  # the highest number stored or sent before this frame
         try:
             while True:
                 receive = receive or asyncio.ensure_future(self._receive_frame(ws))
                 wait = None if unacked is None else last_ack + ACK_INTERVAL - loop.time()
                 if wait is None or wait > 0:
-                    either: set[asyncio.Future[Any]] = {receive, closing}
+                    either: set[asyncio.Future[Any]] = {receive, *stops}
                     await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if receive.done():
                     frame, receive = receive.result(), None
-                    unacked = await self.store.append(hello, protocol.decode_batch(frame))
-                elif self.closing.is_set():
+                    outputs = protocol.decode_batch(frame)
+                    if outputs[0].n <= floor and not warned:
+                        warned = True
+                        log.warning(
+                            "kernel %r, session %r: a message numbered %d, at or below the %d "
+                            "stored or sent before it, was dropped as a duplicate; hooks never "
+                            "send those again, so another client may have used this session",
+                            hello.kernel_id,
+                            hello.session,
+                            outputs[0].n,
+                            floor,
+                        )
+                    floor = max(floor, outputs[-1].n)
+                    unacked = await self.store.append(hello, outputs)
+                elif self.closing.is_set() or taken_over.is_set():
                     break
                 if unacked is not None and loop.time() - last_ack >= ACK_INTERVAL:
                     await ws.send_text(protocol.ack(unacked))
                     unacked, last_ack = None, loop.time()
         finally:
-            closing.cancel()
+            for stop in stops:
+                stop.cancel()
             if receive is not None:
                 receive.cancel()
                 await asyncio.gather(receive, return_exceptions=True)
@@ -296,7 +355,7 @@ class Relay:
     async def _receive_frame(ws: WebSocket) -> str | bytes:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
         text: str | None = message.get("text")
         if text is not None:
             return text

@@ -15,6 +15,8 @@ Ingest, kernel hook -> daemon (``/ws/ingest``)::
     hook:   close 1001 "kernel exiting"            (the kernel process ends; 1000: the
                                                     extension was unloaded; any other
                                                     close leaves the kernel's state as is)
+    daemon: close 1008 "another connection took over this session"
+    hook:   close 1008 "told that more is stored than was sent: ..."   (see below)
 
 A batch holds one JSON object per line (JSON text never holds a raw newline), so the daemon
 can parse each message to check it and still store the very text it received, spliced into
@@ -37,6 +39,22 @@ parent, made by the hook before the cell runs.
 resends whatever is above ``acked`` after a reconnect, so the daemon drops numbers it has
 already stored, and turns a jump in the numbering (the hook's buffer overflowed) into an
 explicit gap record. Exactly-once storage follows from those two rules alone.
+
+Sessions are told apart by their id alone, and every start record shows it to token
+holders, so three rules keep a client that reuses one from making the daemon drop a kernel's
+output unseen (#20). A session belongs to the kernel of its first hello: a hello for it with
+another ``kernel_id`` is refused (1008). It has one connection at a time: a newer hello takes
+it over, and the daemon closes the older connection with 1008 (refusing the newer one would
+lock out a hook that reconnects after a network failure until the daemon's pings find its
+old connection dead). A hook checks every ``acked`` against the highest number it has sent
+in the session: one above it means another client pushed the count up, and everything the
+hook sends at or below it would be dropped as already stored; the hook closes with 1008 and
+goes on under a new session, numbering what is not acknowledged from 1 again. The daemon
+logs each of these, and a message numbered at or below the ``acked`` its connection was
+welcomed with, which a hook never sends.
+
+None of that changed a frame, so :data:`INGEST_PROTOCOL` stayed 1: a hook and a daemon from
+before these rules work with the current ones, without the protections the other side adds.
 
 View, daemon -> viewer (``/ws/view``): a JSON array of records per text frame; anything
 else is a JSON object with a ``"type"`` and no ``"seq"``.
@@ -82,7 +100,7 @@ GAP = "nbrelay.gap"  # the hook had to drop messages: how many, and which number
 CLOSE_NORMAL = 1000  # from a hook: the extension was unloaded, the kernel goes on
 CLOSE_GOING_AWAY = 1001  # the daemon is shutting down; from a hook: its kernel process exits
 CLOSE_INVALID_DATA = 1007  # a malformed frame
-CLOSE_POLICY = 1008  # missing or wrong token, unusable parameters
+CLOSE_POLICY = 1008  # missing or wrong token, unusable parameters, a session misused
 CLOSE_INTERNAL_ERROR = 1011  # storage failed: retry later; from a hook: it failed, and retries
 CLOSE_TRY_AGAIN_LATER = 1013  # too many connections
 
@@ -305,6 +323,7 @@ def _fast_output(raw: dict[str, Any], previous: int, line: str) -> Output | None
         and previous < n <= MAX_SEQ
         and type(msg_id) is str
         and msg_id
+        and type(msg_type) is str  # before the set: a list or an object is unhashable
         and msg_type in INGEST_TYPES
         and (parent is None or type(parent) is str)
         and type(time) is str

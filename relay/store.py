@@ -34,7 +34,7 @@ import aiosqlite
 
 from . import protocol
 from .errors import NbrelayError
-from .protocol import Hello, Output
+from .protocol import Hello, Output, ProtocolError
 from .retention import Retention, used_bytes
 
 log = logging.getLogger("nbrelay.store")
@@ -157,7 +157,8 @@ class Store:
         self.synchronous = SYNCHRONOUS[durability]
         self.head = 0  # last committed seq
         self._kernel_heads: dict[str, int] = {}
-        self._acked: dict[str, int] = {}  # session -> acked, for sessions seen since start
+        # session -> (its kernel, acked), for sessions seen since start
+        self._sessions: dict[str, tuple[str, int]] = {}
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._new_rows = asyncio.Event()
         self._closed = False
@@ -250,7 +251,11 @@ class Store:
     # -- writing -------------------------------------------------------------------------
 
     async def open_session(self, hello: Hello) -> int:
-        """Register a kernel process; returns how far its messages are already stored."""
+        """Register a kernel process; returns how far its messages are already stored.
+
+        Raises ProtocolError (1008) for a session that belongs to another kernel: session ids
+        are in every start record, and a token holder must not file one kernel's numbering
+        under another."""
         return await self._submit(_Write(hello, None))
 
     async def append(self, hello: Hello, outputs: Sequence[Output]) -> int:
@@ -315,7 +320,8 @@ class Store:
         assert self._writer is not None
         db = self._writer
         acked: dict[str, int] = {}  # session -> acked once this commits
-        results: list[int] = []
+        owners: dict[str, str] = {}  # session -> its kernel
+        results: list[int | ProtocolError] = []
         rows: list[tuple[int, str, str, float, str]] = []
         written = 0  # characters of record bodies: about the bytes the WAL grows by
         now = time.time()
@@ -325,9 +331,20 @@ class Store:
 
         for w in writes:
             hello = w.hello
-            current = acked.get(hello.session)
-            if current is None:
-                current = await self._stored_acked(hello)
+            owner: str | None
+            if hello.session in acked:
+                owner, current = owners[hello.session], acked[hello.session]
+            else:
+                owner, current = await self._stored_session(hello.session)
+            if owner is not None and owner != hello.kernel_id:
+                results.append(
+                    ProtocolError(
+                        f"session {hello.session} belongs to another kernel",
+                        protocol.CLOSE_POLICY,
+                    )
+                )
+                continue
+            owners[hello.session] = hello.kernel_id
             if w.outputs is None:
                 hellos[hello.kernel_id] = hello
                 records = [protocol.start_record(hello)] if current < 0 else []
@@ -354,7 +371,6 @@ class Store:
                     state = out.parsed_content().get("execution_state")
                     update.execution_state = state if isinstance(state, str) else None
 
-        sessions = {w.hello.session: w.hello.kernel_id for w in writes}
         await self._in_writer(
             _write,
             db,
@@ -364,16 +380,19 @@ class Store:
                 (u.first_seq, u.last_seq, u.last_time, u.execution_state, u.records, kernel_id)
                 for kernel_id, u in kernels.items()
             ],
-            [(s, k, acked[s]) for s, k in sessions.items()],
+            [(session, owners[session], n) for session, n in acked.items()],
         )
 
         # Committed: publish. Nothing above may change in-memory state before this point.
         self.head = seq
-        self._acked.update(acked)
+        self._sessions.update((session, (owners[session], n)) for session, n in acked.items())
         for kernel_id, u in kernels.items():
             self._kernel_heads[kernel_id] = u.last_seq
         for w, result in zip(writes, results, strict=True):
-            w.done.set_result(result)
+            if isinstance(result, ProtocolError):
+                w.done.set_exception(result)
+            else:
+                w.done.set_result(result)
         if rows:
             self._wake()
         self._uncheckpointed += written
@@ -443,16 +462,19 @@ class Store:
         except Exception as exc:
             log.error("rollback failed too: %s", exc)
 
-    async def _stored_acked(self, hello: Hello) -> int:
-        """The session's ``acked``, or -1 for a session never seen."""
-        known = self._acked.get(hello.session)
+    async def _stored_session(self, session: str) -> tuple[str | None, int]:
+        """The session's kernel and ``acked``; (None, -1) for a session never seen."""
+        known = self._sessions.get(session)
         if known is not None:
             return known
         assert self._writer is not None
         rows = await self._in_writer(
-            _fetchall, self._writer, "SELECT acked FROM sessions WHERE session = ?", hello.session
+            _fetchall,
+            self._writer,
+            "SELECT kernel_id, acked FROM sessions WHERE session = ?",
+            session,
         )
-        return int(rows[0][0]) if rows else -1
+        return (str(rows[0][0]), int(rows[0][1])) if rows else (None, -1)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -233,6 +233,27 @@ def test_an_unreadable_last_message_does_not_hold_up_close(daemon: Daemon) -> No
     ]
 
 
+def test_a_header_whose_msg_type_is_not_a_string_is_skipped_and_the_rest_arrives(
+    daemon: Daemon,
+) -> None:
+    """A header the sender has to parse, with a list for msg_type, is skipped like any other
+    it cannot read: it raised TypeError, which ended the sender thread and all relaying."""
+    outbox = Outbox(limit_bytes=2**20)
+    hello = protocol.Hello("odd-type", "odd-type-session", None, "h", 1, protocol.now_iso())
+    odd = {"msg_id": "odd", "msg_type": ["stream"], "date": protocol.now_iso()}
+    content = b'{"name": "stdout", "text": "x\\n"}'
+    outbox.put(json.dumps(odd).encode(), b"{}", content)
+    outbox.put(header("after"), b"{}", content)
+    sender = Sender(outbox, hello, locate=lambda: Endpoint(daemon.url, daemon.token))
+    sender.start()
+    assert sender.close(10 * FACTOR)
+    assert [r["msg_id"] for r in daemon.messages(kernel_id="odd-type")] == [
+        "odd-type-session:start",
+        "odd-type-session:gap:1",
+        "after",
+    ]
+
+
 def test_close_sends_what_just_came_and_stops_once_it_is_acknowledged(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:

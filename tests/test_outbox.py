@@ -41,6 +41,30 @@ def test_rewind_resends_what_was_not_acked_in_order() -> None:
     assert [e.n for e in box.take(max_bytes=10**6, timeout=0)] == [2, 3, 4, 5]
 
 
+def test_a_new_session_numbers_what_is_not_acked_from_one() -> None:
+    """After new_session() the daemon sees the unacknowledged messages numbered 1, 2... (in
+    flight ones first), acks count in that numbering, and the totals stay the process's."""
+    box = Outbox(limit_bytes=10**6)
+    put(box, 4)
+    box.take(max_bytes=10**6, timeout=0)
+    box.ack(2)
+    assert box.sent == 4
+    box.new_session()
+    put(box, 1)
+    assert box.sent == 0
+    box.rewind(0)
+    batch = box.take(max_bytes=10**6, timeout=0)
+    assert [box.number(e) for e in batch] == [1, 2, 3] and box.sent == 3
+    box.ack(2)
+    assert box.stats() | {"pending_bytes": 0} == {
+        "captured": 5,
+        "acked": 4,
+        "pending": 1,
+        "pending_bytes": 0,
+        "dropped": 0,
+    }
+
+
 def test_overflow_drops_oldest_and_counts() -> None:
     """A full outbox never blocks the kernel: the oldest messages go, and are counted."""
     entry_size = len(HEADER) + 2 + 1000 + ENTRY_OVERHEAD

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -211,6 +213,39 @@ JSON = st.recursive(
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=40,
 )
+
+
+VALID_FRAMES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "hello": (Hello.decode, json.loads(HELLO.encode())),
+    "welcome": (
+        protocol.Welcome.decode,
+        {"type": "welcome", "acked": 0, "max_frame_bytes": 1, "max_output_bytes": 1},
+    ),
+    "ack": (protocol.decode_ack, {"type": "ack", "acked": 0}),
+    "batch entry": (
+        lambda line: protocol.decode_batch(f"{protocol.BATCH}\n{line}"),
+        {"n": 1, "msg_id": "m", "msg_type": "stream", "parent_msg_id": None, "time": "t"}
+        | {"content": {}},
+    ),
+}
+
+
+@given(
+    frame=st.sampled_from(sorted(VALID_FRAMES)),
+    data=st.data(),
+    value=JSON,
+    compact=st.booleans(),
+)
+def test_any_json_value_in_any_field_is_decoded_or_refused(
+    frame: str, data: st.DataObject, value: object, compact: bool
+) -> None:
+    """A frame with any JSON value in one of its fields decodes or raises ProtocolError, never
+    another exception (a list as msg_type raised TypeError: the daemon closed with 1011)."""
+    decode, valid = VALID_FRAMES[frame]
+    field = data.draw(st.sampled_from(sorted(valid)))
+    text = json.dumps(valid | {field: value}, separators=(",", ":") if compact else None)
+    with contextlib.suppress(ProtocolError):
+        decode(text)
 
 
 @given(content=st.dictionaries(st.text(), JSON), limit=st.integers(4096, 20_000))

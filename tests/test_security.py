@@ -298,6 +298,16 @@ MALFORMED = [
         1007,
     ),
     ("deep nesting", "[" * 50_000 + "]" * 50_000, 1007),
+    *[
+        (
+            f"msg_type {kind}",
+            protocol.encode_batch(
+                [protocol.encode_output(1, "m", "stream", None, "t", "{}")]
+            ).replace('"stream"', value),
+            1007,
+        )
+        for kind, value in [("a list", '["stream"]'), ("an object", '{"a": 1}'), ("a number", "7")]
+    ],
 ]
 
 
