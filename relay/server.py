@@ -17,6 +17,7 @@ import uvicorn
 
 from . import __version__
 from .app import Relay, create_app
+from .datadir import private_data_folder
 from .errors import NbrelayError
 from .lock import DatabaseLock
 from .runtime import remove_runtime_file, write_runtime_file
@@ -102,6 +103,7 @@ def url_of(host: str, port: int) -> str:
 def serve(settings: Settings) -> None:
     """Run the daemon in the foreground until SIGINT or SIGTERM."""
     configure_logging(settings)
+    private_data_folder(settings.db)
     check_database(settings.db)
     lock = DatabaseLock(settings.db)
     try:
