@@ -28,18 +28,35 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_GRACE = 5.0  # seconds for in-flight batches to commit when stopping
 
 
-class RedactingFormatter(logging.Formatter):
-    """Keeps tokens out of every log line, tracebacks included: the daemon's token wherever it
-    appears, and any ``token=`` value (a guess, an old token) in a logged URL."""
+def _any_spelling(text: str) -> str:
+    """A pattern for ``text`` with any of its characters percent-encoded, as a URL may carry
+    it (``tok%65n``, ``abc%2Ddef``); matched ignoring case, so ``%2d`` too."""
+    return "".join(f"(?:{re.escape(c)}|{''.join(f'%{b:02x}' for b in c.encode())})" for c in text)
 
-    _query = re.compile(r"(token=)[^&\s\"']+")
+
+class RedactingFormatter(logging.Formatter):
+    """Keeps tokens out of every log line, tracebacks included: the daemon's token wherever and
+    however encoded it appears; and, whatever they hold (a guess, an old token), the values of
+    ``token=`` in a logged URL, of the headers that may carry credentials, which websockets'
+    debug log prints (``< authorization: Bearer ...``), and of a ``Bearer`` or ``Basic``
+    credential wherever else it is quoted (``invalid HTTP header value: Bearer ...``)."""
+
+    # To the end of the line: a cookie's value may hold quotes, and a repr of headers may
+    # follow, which is then lost too (as a repr, the header is "authorization', b'...").
+    _header = re.compile(
+        r"\b([\w-]*(?:authorization|cookie|token)[\w-]*)(['\"]?\s*[:,])[^\r\n]*", re.I
+    )
+    _scheme = re.compile(r"\b((?:bearer|basic)\s+)[^\s'\"]+", re.I)
+    _query = re.compile(rf"({_any_spelling('token')}(?:=|%3d))[^&\s\"'#]*", re.I)
 
     def __init__(self, token: str) -> None:
         super().__init__("[%(asctime)s %(levelname)s %(name)s] %(message)s")
-        self._token = token
+        self._token = re.compile(_any_spelling(token), re.I)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace(self._token, "[redacted]")
+        text = self._token.sub("[redacted]", super().format(record))
+        text = self._header.sub(r"\1\2 [redacted]", text)
+        text = self._scheme.sub(r"\1[redacted]", text)
         return self._query.sub(r"\1[redacted]", text)
 
 

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,51 @@ def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest:
     assert "token=[redacted]" in log
     stored = b"".join(p.read_bytes() for p in daemon.workdir.glob("nbrelay.sqlite3*"))
     assert token.encode() not in stored
+
+
+def encoded(token: str, every: bool = False) -> str:
+    """``token`` with its fifth character (or all of them) percent-encoded: what a URL may
+    carry, and what the daemon decodes to the same token."""
+    chars = token if every else token[4]
+    return "".join(f"%{ord(c):02X}" for c in chars) + ("" if every else token[5:])
+
+
+def test_debug_log_holds_no_token_in_any_form(tmp_path: Path) -> None:
+    """At debug level, where websockets logs every request line and header, neither the token
+    nor a wrong one is written down: not as a bearer, a cookie or another header, a plain,
+    percent-encoded or percent-named ?token=, over HTTP or WebSocket, nor quoted in the
+    traceback of a handshake that websockets refuses."""
+    daemon = Daemon(tmp_path).start("--log-level", "debug")
+    wrong = "wrong-guess-" + uuid.uuid4().hex
+    try:
+        for token in (daemon.token, wrong):
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Cookie": f'token={token}; q="{token}"',
+                "X-Api-Token": token,  # not nbrelay's, but a client may send it
+            }
+            queries = [f"token={token}", f"token={encoded(token)}", f"tok%65n={token}"]
+            queries.append(f"token={encoded(token, every=True)}")
+            for query in queries:
+                HTTP.get(f"{daemon.url}api/kernels?{query}", headers=headers)
+                for path in ("ws/view", "ws/ingest"):  # logged at the handshake
+                    url = daemon.ws_url(f"{path}?{query}")
+                    with connect(url, additional_headers=headers, proxy=None):
+                        pass
+            # A handshake websockets refuses, quoting the header's value in its traceback.
+            upgrade = (
+                "GET /ws/view HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            )
+            raw_http(daemon, f"{upgrade}Authorization: Bearer {token}\x01\r\n\r\n".encode())
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    for token in (daemon.token, wrong):
+        for form in (token, token[5:], encoded(token, every=True)):
+            assert form.lower() not in log.lower(), form
+    assert "< authorization: [redacted]" in log  # the headers were logged, at debug level
 
 
 def test_unsafe_no_token_only_on_loopback(tmp_path: Path) -> None:
