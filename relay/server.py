@@ -171,9 +171,14 @@ def stop_signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[N
 
 
 def _announce(settings: Settings, url: str, port: int) -> None:
-    """Write the runtime file, print the viewer URL, warn if there is no token."""
+    """Write the runtime file, print the viewer URL, warn if there is no token.
+
+    The URL carries the token only to a terminal: printed into a file (the detached daemon's
+    log, a service manager's journal), it would outlive the daemon and reach whoever reads
+    logs. ``serve --detach`` prints the whole URL itself, from the runtime file.
+    """
     pid = os.getpid()
-    write_runtime_file(
+    path = write_runtime_file(
         {
             "url": url,
             "host": settings.host,
@@ -184,7 +189,12 @@ def _announce(settings: Settings, url: str, port: int) -> None:
             "version": __version__,
         }
     )
-    viewer = url if settings.unsafe_no_token else f"{url}#token={settings.token}"
+    if settings.unsafe_no_token:
+        viewer = url
+    elif sys.stdout.isatty():
+        viewer = f"{url}#token={settings.token}"
+    else:
+        viewer = f"{url}#token=... (the token is in {path}: it is never written to a log)"
     print(
         f"nbrelay {__version__} is storing kernel output in {settings.db}\n"
         f"    Viewer: {viewer}\n"
