@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from . import __version__, commands
 from .errors import NbrelayError
-from .settings import Settings, default_db, parse_duration, parse_size
+from .settings import Settings, default_db, parse_duration, parse_size, read_token_file
 
 COMMANDS = (
     "serve",
@@ -113,10 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         "loss, at a cost in speed (env NBRELAY_DURABILITY)",
     )
     add(
-        "--token",
-        default=argparse.SUPPRESS,  # never show a token from the environment in --help
-        help="the token clients must present (env NBRELAY_TOKEN) (default: a new random token)",
+        "--token-file",
+        type=Path,
+        default=argparse.SUPPRESS,  # read in _token, with NBRELAY_TOKEN
+        help="a file only you can read that holds the token clients must present "
+        "(env NBRELAY_TOKEN_FILE, or the token itself in NBRELAY_TOKEN) "
+        "(default: a new random token)",
     )
+    add("--token", help=argparse.SUPPRESS)  # refused in _token: see there
     add(
         "--unsafe-no-token",
         action="store_true",
@@ -233,10 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The token from ``--token-file``, ``NBRELAY_TOKEN_FILE`` or ``NBRELAY_TOKEN``, if any.
+
+    Not from the command line: every local user's ``ps`` shows a process's arguments, and a
+    detached daemon would carry them for its life. The flag is refused, not ignored, so that a
+    script that passes it does not get a daemon with another token than it thinks.
+    """
+    if args.token is not None:
+        raise NbrelayError(
+            "--token would show the token to every user of this machine (`ps` lists command "
+            "lines): put it in a file only you can read and pass --token-file FILE, or set "
+            "NBRELAY_TOKEN"
+        )
+    path = getattr(args, "token_file", None) or os.environ.get("NBRELAY_TOKEN_FILE")
+    return read_token_file(Path(path)) if path else os.environ.get("NBRELAY_TOKEN") or None
+
+
 def _serve(args: argparse.Namespace) -> None:
     from .server import serve  # the daemon's stack is imported only when serving
 
-    token = getattr(args, "token", None) or os.environ.get("NBRELAY_TOKEN")
+    token = _token(args)
     settings = Settings(
         host=args.host,
         port=args.port,
@@ -254,7 +275,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_kernels=args.max_kernels,
         log_level=args.log_level,
     )
-    serve(replace(settings, token=token) if token else settings)
+    serve(settings if token is None else replace(settings, token=token))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve" and args.detach:
+            _token(args)  # a bad token file is an error here, in the terminal, not in the log
+            # The token, if any, goes on in the environment or as --token-file: never in argv.
             return commands.detach(args.db, [a for a in argv if a != "--detach"])
         if args.command == "serve":
             _serve(args)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client
+from .datadir import open_private, private_data_folder
 from .errors import NbrelayError
 from .protocol import MAX_SEQ
 from .runtime import read_runtime_file, runtime_file
@@ -39,9 +40,9 @@ def _alive(pid: int) -> bool:
 
 def detach(db: Path, serve_argv: list[str]) -> int:
     """``serve --detach``: start the daemon in its own session, wait until it serves."""
-    db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_data_folder(db)
     log_path = db.with_name(db.name + ".log")  # the log goes beside the database
-    with open(os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600), "ab") as log:
+    with open(open_private(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND), "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "nbrelay", *serve_argv],
             stdin=subprocess.DEVNULL,

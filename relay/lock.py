@@ -13,15 +13,15 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from .datadir import open_private
 from .errors import NbrelayError
 
 
 class DatabaseLock:
     def __init__(self, db: Path) -> None:
         self.path = db.with_name(db.name + ".lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Held for the daemon's life; private like the database beside it.
-        self._file: IO[str] = os.fdopen(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600), "r+")
+        self._file: IO[str] = os.fdopen(open_private(self.path, os.O_CREAT | os.O_RDWR), "r+")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

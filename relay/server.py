@@ -17,6 +17,7 @@ import uvicorn
 
 from . import __version__
 from .app import Relay, create_app
+from .datadir import private_data_folder
 from .errors import NbrelayError
 from .lock import DatabaseLock
 from .runtime import remove_runtime_file, write_runtime_file
@@ -27,18 +28,35 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_GRACE = 5.0  # seconds for in-flight batches to commit when stopping
 
 
-class RedactingFormatter(logging.Formatter):
-    """Keeps tokens out of every log line, tracebacks included: the daemon's token wherever it
-    appears, and any ``token=`` value (a guess, an old token) in a logged URL."""
+def _any_spelling(text: str) -> str:
+    """A pattern for ``text`` with any of its characters percent-encoded, as a URL may carry
+    it (``tok%65n``, ``abc%2Ddef``); matched ignoring case, so ``%2d`` too."""
+    return "".join(f"(?:{re.escape(c)}|{''.join(f'%{b:02x}' for b in c.encode())})" for c in text)
 
-    _query = re.compile(r"(token=)[^&\s\"']+")
+
+class RedactingFormatter(logging.Formatter):
+    """Keeps tokens out of every log line, tracebacks included: the daemon's token wherever and
+    however encoded it appears; and, whatever they hold (a guess, an old token), the values of
+    ``token=`` in a logged URL, of the headers that may carry credentials, which websockets'
+    debug log prints (``< authorization: Bearer ...``), and of a ``Bearer`` or ``Basic``
+    credential wherever else it is quoted (``invalid HTTP header value: Bearer ...``)."""
+
+    # To the end of the line: a cookie's value may hold quotes, and a repr of headers may
+    # follow, which is then lost too (as a repr, the header is "authorization', b'...").
+    _header = re.compile(
+        r"\b([\w-]*(?:authorization|cookie|token)[\w-]*)(['\"]?\s*[:,])[^\r\n]*", re.I
+    )
+    _scheme = re.compile(r"\b((?:bearer|basic)\s+)[^\s'\"]+", re.I)
+    _query = re.compile(rf"({_any_spelling('token')}(?:=|%3d))[^&\s\"'#]*", re.I)
 
     def __init__(self, token: str) -> None:
         super().__init__("[%(asctime)s %(levelname)s %(name)s] %(message)s")
-        self._token = token
+        self._token = re.compile(_any_spelling(token), re.I)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace(self._token, "[redacted]")
+        text = self._token.sub("[redacted]", super().format(record))
+        text = self._header.sub(r"\1\2 [redacted]", text)
+        text = self._scheme.sub(r"\1[redacted]", text)
         return self._query.sub(r"\1[redacted]", text)
 
 
@@ -102,6 +120,7 @@ def url_of(host: str, port: int) -> str:
 def serve(settings: Settings) -> None:
     """Run the daemon in the foreground until SIGINT or SIGTERM."""
     configure_logging(settings)
+    private_data_folder(settings.db)
     check_database(settings.db)
     lock = DatabaseLock(settings.db)
     try:
@@ -152,9 +171,14 @@ def stop_signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[N
 
 
 def _announce(settings: Settings, url: str, port: int) -> None:
-    """Write the runtime file, print the viewer URL, warn if there is no token."""
+    """Write the runtime file, print the viewer URL, warn if there is no token.
+
+    The URL carries the token only to a terminal: printed into a file (the detached daemon's
+    log, a service manager's journal), it would outlive the daemon and reach whoever reads
+    logs. ``serve --detach`` prints the whole URL itself, from the runtime file.
+    """
     pid = os.getpid()
-    write_runtime_file(
+    path = write_runtime_file(
         {
             "url": url,
             "host": settings.host,
@@ -165,7 +189,12 @@ def _announce(settings: Settings, url: str, port: int) -> None:
             "version": __version__,
         }
     )
-    viewer = url if settings.unsafe_no_token else f"{url}#token={settings.token}"
+    if settings.unsafe_no_token:
+        viewer = url
+    elif sys.stdout.isatty():
+        viewer = f"{url}#token={settings.token}"
+    else:
+        viewer = f"{url}#token=... (the token is in {path}: it is never written to a log)"
     print(
         f"nbrelay {__version__} is storing kernel output in {settings.db}\n"
         f"    Viewer: {viewer}\n"

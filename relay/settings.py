@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 from platformdirs import user_data_path
 
 from .errors import NbrelayError
+from .runtime import _foreign
 
 MIN_TOKEN_LENGTH = 16  # a guessable token is no token
 KiB = 2**10
@@ -34,6 +36,24 @@ def default_db() -> Path:
 def new_token() -> str:
     """256 random bits, URL-safe, so the token can sit in a URL fragment or query."""
     return secrets.token_urlsafe(32)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace dropped), for ``--token-file``.
+
+    A token on the command line is in every user's ``ps``; a file keeps it to its owner, so
+    one that other users could read (or another user's) is refused rather than trusted.
+    """
+    try:
+        with open(path, "rb") as f:
+            problem = _foreign(os.fstat(f.fileno()))
+            if problem:
+                raise NbrelayError(
+                    f"the token file {path} is {problem}: make it yours alone (chmod 600 {path})"
+                )
+            return f.read().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NbrelayError(f"cannot read the token file {path}: {exc}") from None
 
 
 def parse_size(text: str) -> int:
@@ -100,8 +120,8 @@ class Settings:
             raise NbrelayError("--durability must be normal or full")
         if len(self.token) < MIN_TOKEN_LENGTH and not self.unsafe_no_token:
             raise NbrelayError(
-                f"the token must have at least {MIN_TOKEN_LENGTH} characters; leave --token out "
-                "to get a random one"
+                f"the token must have at least {MIN_TOKEN_LENGTH} characters; leave --token-file "
+                "and NBRELAY_TOKEN out to get a random one"
             )
         if self.unsafe_no_token and not is_loopback(self.host):
             raise NbrelayError(

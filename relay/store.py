@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from . import protocol
+from .datadir import open_private
 from .errors import NbrelayError
 from .protocol import Hello, Output, ProtocolError
 from .retention import Retention, used_bytes
@@ -177,9 +178,9 @@ class Store:
 
     async def open(self) -> None:
         # Everything the kernels printed is in here: a new database is the user's alone
-        # (SQLite gives its -wal and -shm files the database file's mode).
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # (SQLite gives its -wal and -shm files the database file's mode). The folder and
+        # the files SQLite opens were checked before (datadir.private_data_folder).
+        os.close(open_private(self.path, os.O_CREAT | os.O_WRONLY))
         self._writer = await self._in_writer(self._open_writer)
         db = self._writer
         rows = await self._in_writer(

@@ -159,11 +159,9 @@ class Daemon:
                     str(port),
                     "--db",
                     str(self.db),
-                    "--token",
-                    self.token,
                     *extra,
                 ],
-                env=self.env,
+                env={**self.env, "NBRELAY_TOKEN": self.token},  # never in argv, where ps shows it
                 stdout=out,
                 stderr=log,
             )

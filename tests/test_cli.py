@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import stat
@@ -24,7 +26,7 @@ def test_help_shows_every_flag_with_its_default_and_variable() -> None:
         ("--host", "NBRELAY_HOST"),
         ("--port", "NBRELAY_PORT"),
         ("--db", "NBRELAY_DB"),
-        ("--token", "NBRELAY_TOKEN"),
+        ("--token-file", "NBRELAY_TOKEN_FILE"),
         ("--log-level", "NBRELAY_LOG_LEVEL"),
     ]:
         assert flag in out and env in out
@@ -62,7 +64,32 @@ def test_runtime_file_is_private_and_removed_on_exit(tmp_path: Path) -> None:
     assert info["url"] == f"http://127.0.0.1:{info['port']}/"
     assert daemon.stop() == 0
     assert not daemon.runtime_file.exists()
-    assert f"#token={daemon.token}" in daemon.printed()  # the URL to open, like Jupyter's
+    # Printed into a file, the URL goes without its token, and says where to find it.
+    assert daemon.token not in daemon.printed() + daemon.log()
+    assert f"#token=... (the token is in {daemon.runtime_file}" in daemon.printed()
+
+
+def test_the_viewer_url_has_its_token_on_a_terminal(tmp_path: Path) -> None:
+    """Run in a terminal, the daemon prints the URL to open with its token, like Jupyter's."""
+    daemon = Daemon(tmp_path)
+    controller, terminal = pty.openpty()
+    env = {**daemon.env, "NBRELAY_TOKEN": daemon.token}
+    argv = ["--port", "0", "--db", str(daemon.db)]
+    with os.fdopen(controller, "rb", buffering=0) as screen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbrelay", *argv], env=env, stdout=terminal, stderr=terminal
+        )
+        os.close(terminal)
+        shown = b""
+        try:
+            while b"In a notebook" not in shown:
+                assert select.select([screen], [], [], 15 * FACTOR)[0], shown
+                shown += screen.read(4096)
+        finally:
+            proc.terminate()
+            proc.wait(15 * FACTOR)
+    assert b"Viewer: http://127.0.0.1:" in shown
+    assert f"/#token={daemon.token}\r\n".encode() in shown
 
 
 def test_bare_nbrelay_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -117,7 +144,12 @@ def test_every_flag_is_documented_in_the_readme() -> None:
 def test_short_tokens_are_refused(tmp_path: Path) -> None:
     """A token a person could guess is refused with a clear message."""
     out = nbrelay(
-        "--token", "secret", "--port", "0", "--db", str(tmp_path / "db"), runtime=tmp_path
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "db"),
+        runtime=tmp_path,
+        env={"NBRELAY_TOKEN": "secret"},
     )
     assert out.returncode == 1
     assert "at least 16 characters" in out.stderr

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from nbrelay import protocol
+from nbrelay.runtime import Endpoint
 
 
 def raw_http(daemon: Daemon, request: bytes) -> bytes:
@@ -73,6 +75,125 @@ def test_token_never_reaches_logs_error_pages_or_records(daemon: Daemon, ingest:
     assert "token=[redacted]" in log
     stored = b"".join(p.read_bytes() for p in daemon.workdir.glob("nbrelay.sqlite3*"))
     assert token.encode() not in stored
+
+
+def encoded(token: str, every: bool = False) -> str:
+    """``token`` with its fifth character (or all of them) percent-encoded: what a URL may
+    carry, and what the daemon decodes to the same token."""
+    chars = token if every else token[4]
+    return "".join(f"%{ord(c):02X}" for c in chars) + ("" if every else token[5:])
+
+
+def test_debug_log_holds_no_token_in_any_form(tmp_path: Path) -> None:
+    """At debug level, where websockets logs every request line and header, neither the token
+    nor a wrong one is written down: not as a bearer, a cookie or another header, a plain,
+    percent-encoded or percent-named ?token=, over HTTP or WebSocket, nor quoted in the
+    traceback of a handshake that websockets refuses."""
+    daemon = Daemon(tmp_path).start("--log-level", "debug")
+    wrong = "wrong-guess-" + uuid.uuid4().hex
+    try:
+        for token in (daemon.token, wrong):
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Cookie": f'token={token}; q="{token}"',
+                "X-Api-Token": token,  # not nbrelay's, but a client may send it
+            }
+            queries = [f"token={token}", f"token={encoded(token)}", f"tok%65n={token}"]
+            queries.append(f"token={encoded(token, every=True)}")
+            for query in queries:
+                HTTP.get(f"{daemon.url}api/kernels?{query}", headers=headers)
+                for path in ("ws/view", "ws/ingest"):  # logged at the handshake
+                    url = daemon.ws_url(f"{path}?{query}")
+                    with connect(url, additional_headers=headers, proxy=None):
+                        pass
+            # A handshake websockets refuses, quoting the header's value in its traceback.
+            upgrade = (
+                "GET /ws/view HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            )
+            raw_http(daemon, f"{upgrade}Authorization: Bearer {token}\x01\r\n\r\n".encode())
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    for token in (daemon.token, wrong):
+        for form in (token, token[5:], encoded(token, every=True)):
+            assert form.lower() not in log.lower(), form
+    assert "< authorization: [redacted]" in log  # the headers were logged, at debug level
+
+
+def test_a_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    """`--token` would be in every user's `ps`, and the detached daemon's for its life: it is
+    refused with a pointer to --token-file and NBRELAY_TOKEN, and nothing starts."""
+    runtime = tmp_path / "runtime"
+    args = ("--port", "0", "--db", str(tmp_path / "db.sqlite3"), "--token", "x" * 32)
+    try:
+        for detach in ((), ("--detach",)):
+            out = nbrelay("serve", *detach, *args, runtime=runtime)
+            assert out.returncode == 1, out.stdout
+            assert out.stderr.startswith("nbrelay: error: --token would show the token to every")
+            assert "--token-file FILE" in out.stderr and "NBRELAY_TOKEN" in out.stderr
+            assert not (runtime / "nbrelay.json").exists()
+    finally:
+        if (runtime / "nbrelay.json").exists():  # before the fix, a detached daemon started
+            nbrelay("stop", runtime=runtime)
+
+
+@pytest.mark.parametrize("how", ["--token-file", "NBRELAY_TOKEN_FILE", "NBRELAY_TOKEN"])
+def test_detached_daemon_keeps_the_token_out_of_argv_and_its_log(tmp_path: Path, how: str) -> None:
+    """`serve --detach` hands the token on in the environment or as a file, never in argv: no
+    other user sees it in `ps` or in the daemon's environment, and its log (with debug lines
+    of an authenticated viewer) holds no token; the terminal gets the whole viewer URL."""
+    runtime, db = tmp_path / "runtime", tmp_path / "data" / "nbrelay.sqlite3"
+    token = "file-token-" + uuid.uuid4().hex
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    args = ["--port", "0", "--db", str(db), "--log-level", "debug"]
+    env = {"NBRELAY_TOKEN": token}
+    if how == "--token-file":
+        args += ["--token-file", str(token_file)]
+        env = {}
+    elif how == "NBRELAY_TOKEN_FILE":
+        env = {"NBRELAY_TOKEN_FILE": str(token_file)}
+    started = nbrelay("serve", "--detach", *args, runtime=runtime, env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert f"#token={token}\n" in started.stdout  # the whole URL, on the user's terminal
+        info = json.loads((runtime / "nbrelay.json").read_text())
+        assert info["token"] == token
+        viewer = Endpoint(info["url"], token).ws_url(f"ws/view?token={token}")
+        with connect(viewer, proxy=None) as ws:
+            ws.recv(10 * FACTOR)
+        if os.geteuid() == 0:  # as another user, as CI can
+            other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+            seen = subprocess.run(
+                [*other, "ps", "-ww", "-eo", "args"], capture_output=True, text=True
+            )
+            assert f"serve --port 0 --db {db}" in seen.stdout  # the daemon is listed...
+            assert token not in seen.stdout  # ...without the token
+            environ = subprocess.run([*other, "cat", f"/proc/{info['pid']}/environ"])
+            assert environ.returncode != 0  # the environment is the owner's alone
+        assert token.encode() not in Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+    finally:
+        assert nbrelay("stop", runtime=runtime).returncode == 0
+    log = db.with_name(db.name + ".log").read_text()
+    assert "< GET /ws/view?token=[redacted]" in log and "#token=..." in log
+    assert token not in log
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    """A token file that other users can read has already given the token away: refused."""
+    token_file = tmp_path / "token"
+    token_file.write_text("t" * 32)
+    token_file.chmod(0o644)
+    db = str(tmp_path / "db.sqlite3")
+    out = nbrelay("--token-file", str(token_file), "--port", "0", "--db", db, runtime=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr == (
+        f"nbrelay: error: the token file {token_file} is open to other users (mode 644): "
+        f"make it yours alone (chmod 600 {token_file})\n"
+    )
 
 
 def test_unsafe_no_token_only_on_loopback(tmp_path: Path) -> None:
