@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import FACTOR, Daemon, wait_for
+from support import FACTOR, Daemon, nbrelay, wait_for
 
 from nbrelay.connections import connection_limit
 
@@ -83,24 +83,27 @@ def test_idle_connections_exhaust_nothing_and_lock_no_one_out(
     tmp_path: Path, daemons: list[Daemon], sockets: list[socket.socket]
 ) -> None:
     """Under a 256-descriptor limit, 300 connections that send nothing leave the daemon within
-    its descriptors: the ones waiting longest are closed, the owner's requests are answered
-    at once, and the log gains one line."""
+    its descriptors: the ones waiting longest are closed, an open viewer is not, the owner's
+    requests are answered at once, and the log gains one line."""
     daemon = Daemon(tmp_path)
     daemons.append(daemon.start(prefix=("prlimit", f"--nofile={NOFILE}:{NOFILE}")))
-    log_before = daemon.log().splitlines()
-    for _ in range(300):
-        connect(daemon, sockets)
-    for _ in range(3):
-        assert daemon.get("api/health").status_code == 200
     limit = connection_limit(1000, NOFILE)
-    wait_for(
-        lambda: sum(not closed_by_daemon(s) for s in sockets) <= limit,
-        10,
-        f"the daemon to hold at most {limit} connections",
-    )
-    log = daemon.log()
+    with daemon.viewer() as viewer:
+        viewer.caught_up()
+        log_before = daemon.log().splitlines()
+        for _ in range(300):
+            connect(daemon, sockets)
+        for _ in range(3):
+            assert daemon.get("api/health").status_code == 200
+        wait_for(
+            lambda: sum(not closed_by_daemon(s) for s in sockets) <= limit,
+            10,
+            f"the daemon to hold at most {limit} connections",
+        )
+        assert viewer.ws.ping().wait(5 * FACTOR)
+        log = daemon.log()
     assert "Traceback" not in log and "out of system resource" not in log, log
-    new_lines = log.splitlines()[len(log_before) :]  # one a few seconds, on a slow machine more
+    new_lines = log.splitlines()[len(log_before) :]  # a line per 5 s of flood
     assert 1 <= len(new_lines) <= 3, log
     assert all("connections at once, the limit" in line for line in new_lines), log
 
@@ -179,3 +182,19 @@ def test_accept_errors_are_logged_once_per_interval(
     assert 2 <= len(lines) <= 3 and "Traceback" not in log, log
     assert "Too many open files" in lines[0]
     assert daemon.get("api/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (("--max-connections", "128"), "--max-connections must be above --max-viewers plus"),
+        (("--request-timeout", "0"), "--request-timeout must be above 0"),
+    ],
+)
+def test_limits_that_cannot_work_are_refused(
+    tmp_path: Path, flags: tuple[str, str], error: str
+) -> None:
+    """A connection limit that the WebSockets alone could fill, or no time at all for a
+    request, is a one-line error at start."""
+    out = nbrelay("--port", "0", "--db", str(tmp_path / "db.sqlite3"), *flags, runtime=tmp_path)
+    assert out.returncode == 1 and error in out.stderr and "Traceback" not in out.stderr
