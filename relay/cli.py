@@ -170,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel connections at once (env NBRELAY_MAX_KERNELS)",
     )
     add(
+        "--max-connections",
+        type=int,
+        default=_env("NBRELAY_MAX_CONNECTIONS", 1000),
+        help="TCP connections at once, of any kind; at the limit, the one that has waited "
+        "longest for a request makes room (env NBRELAY_MAX_CONNECTIONS)",
+    )
+    add(
+        "--request-timeout",
+        type=_duration,
+        default=_env("NBRELAY_REQUEST_TIMEOUT", "10s"),
+        help="time a connection has to send a whole request, from its start or its last "
+        "response (env NBRELAY_REQUEST_TIMEOUT)",
+    )
+    add(
         "--log-level",
         default=_env("NBRELAY_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -273,6 +287,8 @@ def _serve(args: argparse.Namespace) -> None:
         max_output_bytes=args.max_output_bytes,
         max_viewers=args.max_viewers,
         max_kernels=args.max_kernels,
+        max_connections=args.max_connections,
+        request_timeout=args.request_timeout,
         log_level=args.log_level,
     )
     serve(settings if token is None else replace(settings, token=token))

@@ -15,7 +15,7 @@ from types import FrameType
 
 import uvicorn
 
-from . import __version__
+from . import __version__, connections
 from .app import Relay, create_app
 from .datadir import private_data_folder
 from .errors import NbrelayError
@@ -135,10 +135,15 @@ def _serve(settings: Settings, lock: DatabaseLock) -> None:
     url = url_of(settings.host, port) + settings.base_url.lstrip("/")
     lock.announce(url)
     app = create_app(settings)
+    logging.getLogger("asyncio").addFilter(connections.AcceptErrors())
     config = uvicorn.Config(
         app,
         log_config=None,  # ours, above: one format and the token filter for every logger
         access_log=False,
+        # h11, whatever else is installed: the gate bounds connections and times out those
+        # that keep the daemon waiting for a request.
+        http=connections.ConnectionGate.for_settings(settings).protocol(),
+        backlog=connections.ACCEPT_BACKLOG,
         # Set deliberately: this implementation stops reading a connection until the app
         # takes its last message, so a connection holds at most about one frame.
         ws="websockets-sansio",

@@ -109,6 +109,11 @@ class Settings:
     max_output_bytes: int = 4 * MiB
     max_viewers: int = 64  # /ws/view connections at once
     max_kernels: int = 64  # /ws/ingest connections at once
+    #: TCP connections at once, of any kind, counted before any token is checked. At the
+    #: limit, a new one takes the place of the one that has waited longest for a request.
+    max_connections: int = 1000
+    #: Seconds a connection has to send a whole request, from its start or its last response.
+    request_timeout: float = 10.0
     #: Records per replay frame and per /api/messages page (the ``limit`` cap).
     page_records: int = 1000
     log_level: str = "info"
@@ -135,3 +140,10 @@ class Settings:
             )
         if min(self.max_viewers, self.max_kernels, self.page_records) < 1:
             raise NbrelayError("--max-viewers and --max-kernels must be at least 1")
+        if self.max_connections <= self.max_viewers + self.max_kernels:
+            raise NbrelayError(
+                "--max-connections must be above --max-viewers plus --max-kernels, so that "
+                "requests still get through when every WebSocket is in use"
+            )
+        if self.request_timeout <= 0:
+            raise NbrelayError("--request-timeout must be above 0")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -143,14 +143,16 @@ class Daemon:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1].rstrip("/"))
 
-    def start(self, *extra: str, port: int = 0) -> Daemon:
-        """Start (or restart) the daemon; ``port`` 0 picks a free one."""
+    def start(self, *extra: str, port: int = 0, prefix: Sequence[str] = ()) -> Daemon:
+        """Start (or restart) the daemon; ``port`` 0 picks a free one. ``prefix`` is a command
+        that execs the daemon's, e.g. ``("prlimit", "--nofile=256:256")``."""
         self.starts += 1
         out_path = self.workdir / f"daemon-{self.starts}.out"  # what it prints for the user
         log_path = self.workdir / f"daemon-{self.starts}.log"  # its log
         with out_path.open("wb") as out, log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
+                    *prefix,
                     sys.executable,
                     "-m",
                     "nbrelay",
