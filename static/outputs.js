@@ -19,6 +19,24 @@ function joined(value) {
   return Array.isArray(value) ? value.join("") : String(value ?? "");
 }
 
+// Records follow Jupyter's messaging spec, but the daemon checks only their frame: a token
+// holder can send any content. Where this page relies on a shape, it checks it, and a record
+// of another shape is shown as an error box (KernelView.add) instead of stopping the view.
+function need(condition, why) {
+  if (!condition) throw new Error(why);
+}
+
+function isObject(value) {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+// A display's mime bundle.
+function bundle(content) {
+  const data = content.data ?? {};
+  need(isObject(data), "its data is not an object");
+  return data;
+}
+
 // Terminal segments as DOM: spans with classes for the 16 colours, inline colours otherwise.
 function renderLine(line) {
   const div = el("div", "line");
@@ -152,17 +170,19 @@ class Display {
     this.update(content);
   }
   update(content) {
+    const shown = renderMime(bundle(content));  // first: a bad update leaves the display as it was
     this.content = content;
     this.root.replaceChildren();
     if (this.prompt) this.root.append(el("span", "prompt", this.prompt));
-    this.root.append(renderMime(content.data || {}));
+    this.root.append(shown);
   }
   render() {}
-  text() { return joined((this.content.data || {})["text/plain"]); }
+  text() { return joined(bundle(this.content)["text/plain"]); }
 }
 
 class ErrorOutput {
   constructor(content) {
+    need(content.traceback === undefined || Array.isArray(content.traceback), "its traceback is not a list");
     this.content = content;
     this.root = el("div", "error");
     this.root.append(el("div", "ename", `${content.ename}: ${content.evalue}`));
@@ -184,6 +204,18 @@ class Stream {
   text() { return this.view.text(); }
 }
 
+// In place of a record that could not be shown: says which, so that it can be found in the
+// transcript or the API, and lets the records after it show.
+class BrokenRecord {
+  constructor(record, error) {
+    const why = error instanceof Error ? error.message : String(error);
+    this.message = `record ${record.seq} (${record.msg_type}) could not be shown: ${why}`;
+    this.root = el("div", "broken", this.message);
+  }
+  render() {}
+  text() { return `[${this.message}]`; }
+}
+
 class Cell {
   constructor(kernel, id) {
     this.id = id;
@@ -200,6 +232,7 @@ class Cell {
   }
 
   input(content) {
+    need(typeof content.code === "string", "its code is not a string");
     const code = el("details", "code");
     code.open = content.code.split("\n").length <= 12;
     const summary = el("summary");
@@ -255,7 +288,11 @@ export class KernelView {
     for (const record of records) {
       if (record.seq <= this.lastSeq) continue;  // never render a record twice
       this.records.push(record);
-      this.apply(record);
+      try {
+        this.apply(record);
+      } catch (error) {
+        this.cell(record.parent_msg_id).add(new BrokenRecord(record, error));
+      }
       this.firstSeq = Math.min(this.firstSeq, record.seq);
       this.lastSeq = record.seq;
     }
@@ -263,6 +300,7 @@ export class KernelView {
 
   apply(record) {
     const c = record.content;
+    need(isObject(c), "its content is not an object");
     switch (record.msg_type) {
       case "nbrelay.start":
         this.notice(`kernel process ${c.pid} started on ${c.hostname} at ${c.started}`);
@@ -295,6 +333,7 @@ export class KernelView {
     let output;
     if (record.msg_type === "stream") {
       const last = cell.outputs[cell.outputs.length - 1];
+      need(typeof c.text === "string", "its text is not a string");
       output = last instanceof Stream && last.name === c.name ? last : cell.add(new Stream(c.name));
       output.view.write(c.text);
     } else if (record.msg_type === "error") {

@@ -14,6 +14,14 @@ const CUBE = [0, 95, 135, 175, 215, 255];
 const ESCAPE = /\x1b(?:\[([0-?]*)[ -\/]*([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/y;
 const INCOMPLETE = /\x1b(?:\[[0-?]*[ -\/]*|\][^\x07\x1b]*\x1b?)?$/;
 export const MAX_LINES = 5000;  // kept per stream; older lines are counted in `trimmed`
+// Every count is bounded, as on a real terminal, whose screen has edges. Unbounded,
+// "ESC[9999999999C" asked for ten billion spaces (the page threw, and a smaller count crashed
+// the tab), "ESC[9999999999B" for as many lines, and a line of thousands of colours redrawn
+// with "\r" took time quadratic in the output: writing over a line costs a pass over it.
+export const COLUMNS = 1000;  // cursor moves stop at this right edge, and pad at most this much
+export const WIDTH = 10_000;  // text wraps here, into rows that text() joins again
+export const SEGMENTS = 256;  // styles per row; past it, the row's last style goes on
+export const SGR_PARAMS = 32;  // parameters read per SGR sequence; terminals cap them too
 
 export const PLAIN = Object.freeze({});
 
@@ -30,7 +38,7 @@ function color256(n) {
 
 // The style after an SGR sequence ("ESC[...m"); styles are immutable and shared.
 export function applySgr(style, params) {
-  const codes = params === "" ? [0] : params.split(/[;:]/).map((p) => (p === "" ? 0 : Number(p)));
+  const codes = params === "" ? [0] : params.split(/[;:]/, SGR_PARAMS).map((p) => (p === "" ? 0 : Number(p)));
   let next = { ...style };
   for (let i = 0; i < codes.length; i++) {
     const c = codes[i];
@@ -84,6 +92,33 @@ function slice(line, a, b) {
   return out;
 }
 
+// `line` in at most SEGMENTS segments (changed in place: only its last few are merged).
+function capped(line) {
+  if (line.length > SEGMENTS) {
+    const tail = line.splice(SEGMENTS - 1);
+    line.push({ text: tail.map((seg) => seg.text).join(""), style: tail[0].style });
+  }
+  return line;
+}
+
+// `text` written over `line` from column `col` (inside the line), in place: the segments
+// before and after the ones it covers are kept as they are, not copied.
+function overwrite(line, col, text, style) {
+  const end = col + text.length;
+  let i = 0;
+  let pos = 0;  // where segment i starts
+  while (pos + line[i].text.length <= col) pos += line[i++].text.length;
+  let j = i;
+  let at = pos;  // where segment j starts
+  while (j < line.length && at + line[j].text.length <= end) at += line[j++].text.length;
+  const pieces = [
+    { text: line[i].text.slice(0, col - pos), style: line[i].style },
+    { text, style },
+    ...(j < line.length ? [{ text: line[j].text.slice(end - at), style: line[j].style }] : []),
+  ];
+  line.splice(i, Math.min(j + 1, line.length) - i, ...pieces.filter((seg) => seg.text));
+}
+
 export class Terminal {
   constructor() {
     this.lines = [[]];
@@ -131,29 +166,48 @@ export class Terminal {
     while (this.lines.length <= this.row) this.lines.push([]);
   }
 
+  // Cursor moves stop at the screen's edges: the right one at COLUMNS, the top and the bottom
+  // at the first and last lines, as a terminal's cursor-down never scrolls (only "\n" adds a
+  // line). A vertical move keeps the column within the screen, so that text written after it
+  // pads at most COLUMNS spaces, however long the line it came from.
   csi(params, final) {
-    const n = Math.max(1, parseInt(params, 10) || 1);
+    const n = Math.max(1, parseInt(params, 10) || 1);  // may be Infinity: only ever clamped
     const line = this.lines[this.row];
     if (final === "m") this.style = applySgr(this.style, params);
     else if (final === "K") {
       const mode = parseInt(params, 10) || 0;
       const blank = { text: " ".repeat(this.col), style: PLAIN };
-      if (mode === 0) this.lines[this.row] = slice(line, 0, this.col);
-      else if (mode === 1) this.lines[this.row] = [blank, ...slice(line, this.col, Infinity)];
-      else this.lines[this.row] = [];
+      // In place: a row keeps its `wrapped` mark.
+      if (mode === 0) line.splice(0, line.length, ...slice(line, 0, this.col));
+      else if (mode === 1) line.splice(0, line.length, ...capped([blank, ...slice(line, this.col, Infinity)]));
+      else line.length = 0;
     } else if (final === "A") {
       this.row = Math.max(0, this.row - n);
+      this.col = Math.min(this.col, COLUMNS - 1);
       this.dirty = Math.min(this.dirty, this.row);
     } else if (final === "B") {
-      for (let k = 0; k < n; k++) this.row++;
-      while (this.lines.length <= this.row) this.lines.push([]);
-    } else if (final === "C") this.col += n;
+      this.row = Math.min(this.lines.length - 1, this.row + n);
+      this.col = Math.min(this.col, COLUMNS - 1);
+    } else if (final === "C") this.col = Math.max(this.col, Math.min(this.col + n, COLUMNS - 1));
     else if (final === "D") this.col = Math.max(0, this.col - n);
-    else if (final === "G") this.col = n - 1;
+    else if (final === "G") this.col = Math.min(n, COLUMNS) - 1;
     // Anything else (screen clears, modes, queries) has no meaning in a transcript.
   }
 
+  // Text past WIDTH goes on in the next row, as a terminal wraps it; the row is marked so that
+  // text() gives the line back whole.
   put(text) {
+    while (this.col + text.length > WIDTH) {
+      const room = WIDTH - this.col;
+      if (room) this.putInRow(text.slice(0, room));
+      text = text.slice(room);
+      this.lines[this.row].wrapped = true;
+      this.newline();
+    }
+    this.putInRow(text);
+  }
+
+  putInRow(text) {
     const line = this.lines[this.row];
     const length = lineLength(line);
     if (this.col > length) line.push({ text: " ".repeat(this.col - length), style: PLAIN });
@@ -161,13 +215,8 @@ export class Terminal {
       const last = line[line.length - 1];
       if (last && last.style === this.style) last.text += text;
       else line.push({ text, style: this.style });
-    } else {  // overwrite, as a terminal does after "\r"
-      this.lines[this.row] = [
-        ...slice(line, 0, this.col),
-        { text, style: this.style },
-        ...slice(line, this.col + text.length, Infinity),
-      ];
-    }
+    } else overwrite(line, this.col, text, this.style);  // as a terminal does after "\r"
+    capped(line);
     this.col += text.length;
   }
 
@@ -182,6 +231,7 @@ export class Terminal {
   }
 
   text() {
-    return this.lines.map((line) => line.map((seg) => seg.text).join("")).join("\n");
+    const rows = this.lines.map((line) => line.map((seg) => seg.text).join("") + (line.wrapped ? "" : "\n"));
+    return rows.join("").slice(0, -1);  // the last row is never wrapped: its "\n" is not text
   }
 }

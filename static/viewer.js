@@ -30,8 +30,9 @@ function takeToken() {
 }
 
 function ago(iso) {
-  if (!iso) return "";
-  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  const then = Date.parse(iso);
+  if (Number.isNaN(then)) return "";  // none yet, or not a time (a token holder sends any)
+  const seconds = Math.max(0, (Date.now() - then) / 1000);
   if (seconds < 60) return "just now";
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
   if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
