@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from support import CAPTURED, Daemon, Kernel, assert_relayed, relayed, stream_text, wait_for
+import pytest
+from support import (
+    CAPTURED,
+    HAS_SECOND_USER,
+    Daemon,
+    Kernel,
+    assert_relayed,
+    listening_as_nobody,
+    nbrelay,
+    relayed,
+    stream_text,
+    wait_for,
+)
 
 from nbrelay.protocol import INGEST_PROTOCOL
 
@@ -252,3 +265,43 @@ def test_large_outputs_arrive_whole_and_oversized_ones_cut_with_a_marker(
     assert text.startswith("start") and text.endswith("end\n") and "bytes cut]" in text
     assert stored["content"]["nbrelay_truncated"]["original_bytes"] > 20_000_000
     assert len(text) < 4 * 2**20
+
+
+@pytest.mark.skipif(not HAS_SECOND_USER, reason="needs root, setpriv and user nobody (as in CI)")
+def test_a_crashed_daemons_port_taken_by_another_user_gets_no_token_and_no_output(
+    tmp_path: Path,
+) -> None:
+    """After a kill -9 of the daemon, user nobody listens on its port: neither the kernel hook
+    nor the CLI sends it the token or any output, both say why, and the output buffered
+    meanwhile reaches the daemon once it runs again (on another port)."""
+    daemon = Daemon(tmp_path).start()
+    port = daemon.port
+    daemon.kill()  # its runtime file stays behind, naming the port
+    why = (
+        f"the port {port} recorded in {daemon.runtime_file} is held by another user "
+        "(uid 65534), not by your daemon; it probably crashed: start it again"
+    )
+    with listening_as_nobody(port, tmp_path) as received:
+        k = Kernel(daemon.runtime_dir)
+        try:
+            k.run_ok("%load_ext nbrelay")
+            secret = k.run_ok("print('the password is ' + 'hunter' + '42')")
+
+            def status() -> str:
+                return stream_text(k.run_ok("%nbrelay"))
+
+            assert why in wait_for(lambda: why in status() and status(), 15, "%nbrelay to say why")
+            assert "connected to" not in status()
+            cli = nbrelay("ls", runtime=daemon.runtime_dir)
+            assert (cli.returncode, cli.stderr) == (1, f"nbrelay: error: {why}\n")
+            assert received.read_bytes() == b"listening\n"  # not a byte: no token, no output
+
+            daemon.start()
+            try:
+                assert daemon.port != port
+                assert_relayed(daemon, k, secret)
+            finally:
+                daemon.stop()
+        finally:
+            k.shutdown()
+    assert b"hunter42" not in received.read_bytes()
