@@ -292,6 +292,8 @@ def test_a_crashed_daemons_port_taken_by_another_user_gets_no_token_and_no_outpu
 
             assert why in wait_for(lambda: why in status() and status(), 15, "%nbrelay to say why")
             assert "connected to" not in status()
+            # No viewer URL either: nobody's page there would read the token in it.
+            assert daemon.token not in status()
             cli = nbrelay("ls", runtime=daemon.runtime_dir)
             assert (cli.returncode, cli.stderr) == (1, f"nbrelay: error: {why}\n")
             assert received.read_bytes() == b"listening\n"  # not a byte: no token, no output
