@@ -161,9 +161,15 @@ def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_facto
     def connected(k: Kernel) -> bool:
         return bool(daemon.kernel(k.kernel_id)["connected"])
 
+    def idle() -> set[str]:
+        kernels = daemon.get("api/kernels").json()["kernels"]
+        return {k["kernel_id"] for k in kernels if k["execution_state"] == "idle"}
+
     unloaded, killed = kernel_factory(), kernel_factory()
     for k in (unloaded, killed):
         k.run_ok("%load_ext nbrelay\nprint('hello')")
+    # Killed before its hook had connected, a kernel would not be listed at all.
+    wait_for(lambda: {unloaded.kernel_id, killed.kernel_id} <= idle(), 10, "both relayed")
     unloaded.run_ok("%unload_ext nbrelay")
     killed.shutdown()
     wait_for(lambda: not connected(unloaded) and not connected(killed), 10, "both gone")
