@@ -142,13 +142,21 @@ def connect_daemon(endpoint: Endpoint, timeout: float | None) -> socket.socket |
     checked, and trusted as configured: a daemon on another machine (only NBRELAY_URL leads
     there), and any address where there is no /proc (systems other than Linux).
 
-    None for an https URL: its certificate says who answers, and the caller's library
-    connects. Blocking once connected: callers set their own timeouts.
+    None for an https (or wss) URL: its certificate says who answers, and the caller's
+    library connects. Blocking once connected: callers set their own timeouts.
     """
     parts = urllib.parse.urlsplit(endpoint.url)
-    if parts.scheme == "https":
+    if parts.scheme in ("https", "wss"):
         return None
-    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout)
+    try:
+        host, port = parts.hostname, parts.port or 80
+    except ValueError:  # a port that is not a number
+        host, port = None, 0
+    if parts.scheme not in ("http", "ws") or not host:
+        raise NbrelayError(
+            f"the URL {endpoint.url!r} {endpoint.source} is not like http://127.0.0.1:8765/"
+        )
+    sock = socket.create_connection((host, port), timeout)
     try:
         _check_listener(sock, endpoint)
     except BaseException:

@@ -226,6 +226,23 @@ def test_wrong_token_is_reported_once_and_nothing_is_lost(daemon: Daemon, tmp_pa
         k.shutdown()
 
 
+def test_a_malformed_nbrelay_url_is_reported(tmp_path: Path) -> None:
+    """An NBRELAY_URL whose port is not a number is named in %nbrelay; the kernel runs on."""
+    url = "http://127.0.0.1:notaport/"
+    k = Kernel(tmp_path / "elsewhere", {"NBRELAY_URL": url, "NBRELAY_TOKEN": "t" * 20})
+    try:
+        k.run_ok("%load_ext nbrelay")
+        why = f"the URL {url!r} given in NBRELAY_URL is not like http://127.0.0.1:8765/"
+
+        def status() -> str:
+            return stream_text(k.run_ok("%nbrelay"))
+
+        assert why in wait_for(lambda: why in status() and status(), 10, "%nbrelay to say why")
+        k.run_ok("print('still running fine')")
+    finally:
+        k.shutdown()
+
+
 def test_a_kernel_of_another_nbrelay_version_is_told_so_and_keeps_its_output(
     daemon: Daemon, kernel_factory: Any
 ) -> None:
