@@ -186,21 +186,34 @@ def test_a_dead_forwards_port_taken_by_another_user_is_sent_nothing(
     assert token.encode() not in received.read_bytes()
 
 
-def test_a_host_that_looks_like_an_option_is_refused(tmp_path: Path) -> None:
-    """A host starting with "-" is refused before ssh runs, which would take it for an option
-    (-oProxyCommand=... runs a command)."""
-    ran = tmp_path / "ssh-ran"
-    fake_ssh = tmp_path / "ssh"
-    fake_ssh.write_text(f"#!/bin/sh\ntouch {ran}\n")
+def test_the_host_goes_after_double_dash_and_one_like_an_option_is_refused(
+    tmp_path: Path,
+) -> None:
+    """ssh gets the host after "--", so that it never reads it as an option; a host starting
+    with "-" (-oProxyCommand=... runs a command) is refused before ssh runs at all."""
+    argv = tmp_path / "ssh-argv"
+    fake_ssh = tmp_path / "ssh"  # notes its arguments, one a line, and fails as ssh does
+    fake_ssh.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {argv}\nexit 255\n')
     fake_ssh.chmod(0o700)
+    ssh = f"{fake_ssh} -F config"
     result = nbrelay(
-        "ssh", "--ssh-command", str(fake_ssh), "--", "-oProxyCommand=sh", runtime=tmp_path
+        "ssh", "--ssh-command", ssh, "--remote-command", "nbrelay", "gpu-box", runtime=tmp_path
     )
+    assert result.returncode == 1 and "ssh to gpu-box failed" in result.stderr
+    assert argv.read_text().splitlines() == [
+        "-F",
+        "config",
+        "--",
+        "gpu-box",
+        "nbrelay status --json",
+    ]
+    argv.unlink()
+    result = nbrelay("ssh", "--ssh-command", ssh, "--", "-oProxyCommand=sh", runtime=tmp_path)
     assert result.returncode == 1
     assert result.stderr == (
         "nbrelay: error: '-oProxyCommand=sh' is not a host name: it starts with '-'\n"
     )
-    assert not ran.exists()
+    assert not argv.exists()
 
 
 def local_port(stdout: str) -> int:
