@@ -8,7 +8,6 @@ per process: the session id and the message numbering survive ``%unload_ext`` an
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import socket
@@ -136,8 +135,11 @@ def status() -> str:
         return "nbrelay is not loaded in this kernel: %load_ext nbrelay"
     sender, stats = _process.sender, _process.outbox.stats()
     kernel_id = _process.hello.kernel_id
-    if sender.connected and sender.endpoint is not None:
-        link = f"connected to {sender.endpoint.url}"
+    # The viewer's URL, token included, only for the daemon the sender reached: the port in
+    # a runtime file left by a crash may be another user's, whose page would read the token.
+    endpoint = sender.endpoint if sender.connected else None
+    if endpoint is not None:
+        link = f"connected to {endpoint.url}"
     else:
         link = f"not connected: {sender.problem or 'connecting'}"
     lines = [
@@ -146,13 +148,9 @@ def status() -> str:
         f"{stats['pending']} queued ({stats['pending_bytes'] / 2**20:.1f} of "
         f"{_process.outbox.limit_bytes / 2**20:.0f} MiB), {stats['dropped']} dropped",
     ]
-    endpoint = sender.endpoint
-    if endpoint is None:
-        with contextlib.suppress(NbrelayError):
-            endpoint = locate_daemon()
     if endpoint is not None:
-        url = f"{endpoint.url}?kernel={urllib.parse.quote(kernel_id)}"
-        lines.append(f"    viewer: {url}#token={endpoint.token}" if endpoint.token else url)
+        token = f"#token={endpoint.token}" if endpoint.token else ""
+        lines.append(f"    viewer: {endpoint.url}?kernel={urllib.parse.quote(kernel_id)}{token}")
     return "\n".join(lines)
 
 

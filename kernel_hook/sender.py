@@ -27,7 +27,7 @@ from websockets.sync.connection import Connection
 from .. import protocol
 from ..errors import NbrelayError
 from ..protocol import Hello, ProtocolError
-from ..runtime import Endpoint, locate_daemon
+from ..runtime import Endpoint, connect_daemon, locate_daemon
 from .outbox import Entry, Outbox
 
 log = logging.getLogger("nbrelay.kernel_hook")
@@ -172,6 +172,8 @@ class Sender:
                 try:
                     self._deliver(endpoint)
                     return  # a delivery only ends cleanly when closing
+                except NbrelayError as exc:  # not the user's daemon: it was sent nothing
+                    self._report(f"{exc}; buffering output")
                 except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
                     if self._handshakes > handshakes:
                         delay = FIRST_DELAY  # it worked until now: retry soon
@@ -190,6 +192,7 @@ class Sender:
         timeout = min(OPEN_TIMEOUT, max(0.1, self._deadline - time.monotonic()))
         with connect(
             endpoint.ws_url("ws/ingest"),
+            sock=connect_daemon(endpoint, timeout),
             additional_headers={"Authorization": f"Bearer {endpoint.token}"},
             proxy=None,  # the daemon is local or tunnelled: never through an HTTP proxy
             compression=None,

@@ -8,6 +8,7 @@ sentences: no daemon, a wrong token, an unknown kernel.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import random
 import re
 import time
@@ -23,7 +24,7 @@ from websockets.sync.client import connect
 
 from . import protocol
 from .errors import NbrelayError
-from .runtime import Endpoint, locate_daemon
+from .runtime import Endpoint, connect_daemon, locate_daemon
 
 TIMEOUT = 10.0  # seconds for one API request
 PAGE = 1000  # records a page when reading history
@@ -49,7 +50,9 @@ class Client:
             url, headers={"Authorization": f"Bearer {self.endpoint.token}"}
         )
         # The daemon is local or tunnelled: never through an HTTP proxy from the environment.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), _DaemonHandler(self.endpoint)
+        )
         try:
             with opener.open(request, timeout=TIMEOUT) as response:
                 body: bytes = response.read()
@@ -150,6 +153,7 @@ class Client:
         query = urllib.parse.urlencode({"since": since, "kernel_id": kernel_id})
         with connect(
             self.endpoint.ws_url(f"ws/view?{query}"),
+            sock=connect_daemon(self.endpoint, TIMEOUT),
             additional_headers={"Authorization": f"Bearer {self.endpoint.token}"},
             proxy=None,
             max_size=None,
@@ -215,6 +219,33 @@ def split_first_array(data: bytes) -> tuple[bytes, list[bytes]]:
     if inside:
         raise ValueError("an array does not end")
     return data, items
+
+
+class _DaemonConnection(http.client.HTTPConnection):
+    """Plain HTTP over :func:`connect_daemon`'s connection, checked before the request (and
+    its token) goes out."""
+
+    def __init__(self, host: str, endpoint: Endpoint, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.endpoint = endpoint
+
+    def connect(self) -> None:
+        sock = connect_daemon(self.endpoint, self.timeout)
+        assert sock is not None  # None is for https, which this class is not
+        sock.settimeout(self.timeout)
+        self.sock = sock
+
+
+class _DaemonHandler(urllib.request.HTTPHandler):
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            return _DaemonConnection(host, self.endpoint, **kwargs)
+
+        return self.do_open(connection, req)
 
 
 def _notebook_matches(notebook: str | None, name: str) -> bool:

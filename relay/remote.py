@@ -19,16 +19,16 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import secure_write
 
+from .client import Client
 from .errors import NbrelayError
-from .runtime import private_runtime_dir
+from .runtime import Endpoint, private_runtime_dir
+from .sockets import listeners
 
 CONNECT_TIMEOUT = 30.0  # seconds for ssh to log in and the forward to answer
 
@@ -43,7 +43,7 @@ class Remote:
         """``nbrelay ARGS`` on HOST. ssh asks for passwords and host keys on the terminal."""
         try:
             return subprocess.run(
-                [*self.ssh, self.host, f"{self.nbrelay} {args}"],
+                [*self.ssh, "--", self.host, f"{self.nbrelay} {args}"],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -88,16 +88,14 @@ def _state_file(host: str, suffix: str = ".json") -> Path:
 
 
 def _answers(port: int, token: str) -> bool:
-    """Whether an nbrelay daemon with this token answers on local ``port``."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/health", headers={"Authorization": f"Bearer {token}"}
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    """Whether an nbrelay daemon with this token answers on local ``port``. Through the CLI's
+    client, so only a listener of this user's is sent the token."""
+    endpoint = Endpoint(f"http://127.0.0.1:{port}/", token, "of the SSH forward")
     try:
-        with opener.open(request, timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+        Client(lambda: endpoint).get("api/health")
+    except NbrelayError:
         return False
+    return True
 
 
 def _free(port: int) -> bool:
@@ -128,6 +126,7 @@ def forward(remote: Remote, info: dict[str, Any], local_port: int | None) -> tup
         isinstance(known, dict)
         and known.get("remote_port") == info["port"]
         and local_port in (None, known.get("local_port"))
+        and _forwarding(known)
         and _answers(int(known["local_port"]), token)
     ):
         return int(known["local_port"]), int(known["pid"]), True
@@ -147,7 +146,8 @@ def forward(remote: Remote, info: dict[str, Any], local_port: int | None) -> tup
             "-o",
             "ExitOnForwardFailure=yes",
             "-L",
-            f"127.0.0.1:{port}:127.0.0.1:{info['port']}",
+            _spec(port, info["port"]),
+            "--",
             remote.host,
         ],
         stdin=subprocess.DEVNULL,
@@ -170,18 +170,51 @@ def forward(remote: Remote, info: dict[str, Any], local_port: int | None) -> tup
     return port, tunnel.pid, False
 
 
+def _spec(local_port: int, remote_port: int) -> str:
+    """ssh's ``-L`` argument: the forward, as it also shows in the ssh process's command line."""
+    return f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}"
+
+
+def _process(known: dict[str, Any]) -> Path | None:
+    """The /proc folder of the forward recorded in ``known``, if its process is still ours and
+    still that forward (not another process that got its pid); None if not, or no /proc."""
+    try:
+        proc = Path(f"/proc/{int(known['pid'])}")
+        spec = _spec(int(known["local_port"]), int(known["remote_port"]))
+        if proc.stat().st_uid == os.getuid() and spec.encode() in (
+            proc / "cmdline"
+        ).read_bytes().split(b"\0"):
+            return proc
+    except (OSError, KeyError, TypeError, ValueError):
+        pass  # gone, not ours to look into, or a state file of another shape
+    return None
+
+
+def _forwarding(known: dict[str, Any]) -> bool:
+    """Whether the recorded forward still runs: its ssh process is ours, alive, that forward,
+    and itself holds the listening socket of the local port. Only then may that port be sent
+    the token: once the process is gone, any local user can listen there."""
+    proc = _process(known)
+    if proc is None:
+        return False
+    try:
+        held = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        found = listeners("127.0.0.1", int(known["local_port"]))
+    except OSError:  # it exited meanwhile (a zombie has no descriptors either)
+        return False
+    return any(f"socket:[{listener.inode}]" in held for listener in found)
+
+
 def _close(known: dict[str, Any]) -> None:
     """Stop a forward this command started earlier, if that process is still that forward."""
-    pid, port = known.get("pid"), known.get("local_port")
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return  # gone already (or no /proc: leave it)
-    if f"127.0.0.1:{port}:".encode() in b" ".join(cmdline) and isinstance(pid, int):
+    proc = _process(known)
+    if proc is not None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(int(proc.name), signal.SIGTERM)
 
 
 def remote_from(host: str, ssh_command: str | None, remote_command: str) -> Remote:
+    if host.startswith("-"):  # ssh would take it for an option, such as -oProxyCommand=...
+        raise NbrelayError(f"{host!r} is not a host name: it starts with '-'")
     command = ssh_command or os.environ.get("NBRELAY_SSH_COMMAND") or "ssh"
     return Remote(host, shlex.split(command), remote_command)

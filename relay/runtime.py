@@ -9,9 +9,12 @@ Standard library and jupyter_core only: the kernel hook imports this module.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import stat
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_runtime_dir, secure_write
 
 from .errors import NbrelayError
+from .sockets import listeners
 
 RUNTIME_FILE = "nbrelay.json"
 
@@ -29,6 +33,7 @@ class Endpoint:
 
     url: str  # http://host:port/ (with a trailing slash; a base path may follow the port)
     token: str
+    source: str = "given in NBRELAY_URL"  # where the URL came from, for messages
 
     def ws_url(self, path: str) -> str:
         """The WebSocket URL of ``path`` (relative, e.g. ``ws/ingest``) on this daemon."""
@@ -123,4 +128,63 @@ def locate_daemon() -> Endpoint:
     if url:
         return Endpoint(url=url, token=os.environ.get("NBRELAY_TOKEN", ""))
     info = read_runtime_file()
-    return Endpoint(url=info["url"], token=str(info.get("token", "")))
+    return Endpoint(
+        url=info["url"], token=str(info.get("token", "")), source=f"recorded in {runtime_file()}"
+    )
+
+
+def connect_daemon(endpoint: Endpoint, timeout: float | None) -> socket.socket | None:
+    """A TCP connection to the daemon, checked before anything (the token first) is sent.
+
+    A loopback port is the daemon's only while it runs: after a crash any local user can
+    listen there, and would be sent the token and the output. So the listener must be this
+    user's, as ``/proc/net/tcp`` says; NbrelayError if another user's holds the port. Not
+    checked, and trusted as configured: a daemon on another machine (only NBRELAY_URL leads
+    there), and any address where there is no /proc (systems other than Linux).
+
+    None for an https (or wss) URL: its certificate says who answers, and the caller's
+    library connects. Blocking once connected: callers set their own timeouts.
+    """
+    parts = urllib.parse.urlsplit(endpoint.url)
+    if parts.scheme in ("https", "wss"):
+        return None
+    try:
+        host, port = parts.hostname, parts.port or 80
+    except ValueError:  # a port that is not a number
+        host, port = None, 0
+    if parts.scheme not in ("http", "ws") or not host:
+        raise NbrelayError(
+            f"the URL {endpoint.url!r} {endpoint.source} is not like http://127.0.0.1:8765/"
+        )
+    sock = socket.create_connection((host, port), timeout)
+    try:
+        _check_listener(sock, endpoint)
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock
+
+
+def _check_listener(sock: socket.socket, endpoint: Endpoint) -> None:
+    """NbrelayError unless this user's process listens where ``sock`` is connected to.
+
+    Checked once connected, on the address actually reached: a connection already made stays
+    with the listener it reached, whoever binds the port later.
+    """
+    host, port = sock.getpeername()[:2]
+    if not hasattr(os, "getuid") or not ipaddress.ip_address(host).is_loopback:
+        return
+    try:
+        found = listeners(host, port)
+    except FileNotFoundError:  # no /proc/net: other systems
+        return
+    where = f"the port {port} {endpoint.source}"
+    if not found:
+        raise NbrelayError(f"nothing listens on {where} any more: start the daemon again")
+    for listener in found:
+        if listener.uid != os.getuid():
+            raise NbrelayError(
+                f"{where} is held by another user (uid {listener.uid}), not by your daemon; "
+                "it probably crashed: start it again"
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,59 @@ def stream_batch(
     return protocol.encode_batch(
         protocol.encode_output(n, f"{prefix}{n}", "stream", "p", "t", content(n)) for n in numbers
     )
+
+
+# Another local user, for attacks between users: root becomes nobody (CI runs as root). Its
+# Python must be one that nobody may run, not this one, which may live in root's home.
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+NOBODYS_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+HAS_SECOND_USER = os.geteuid() == 0 and bool(shutil.which("setpriv")) and bool(NOBODYS_PYTHON)
+
+# What the other user runs: it listens on a loopback port and writes all it is sent to stdout.
+LISTENER = """
+import socket, sys, threading
+out, lock = sys.stdout.buffer, threading.Lock()
+def keep(conn):
+    with conn:
+        while data := conn.recv(65536):
+            with lock:
+                out.write(data)
+                out.flush()
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+out.write(b"listening\\n")
+out.flush()
+while True:
+    threading.Thread(target=keep, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+@contextmanager
+def listening_as_nobody(port: int, workdir: Path) -> Iterator[Path]:
+    """User nobody listening on loopback ``port``, as another user may once our process that
+    held it is gone; yields the file of everything it was sent (after a first line)."""
+    received = workdir / f"received-by-nobody-{port}"
+    with received.open("wb") as out:
+        assert NOBODYS_PYTHON is not None
+        proc = subprocess.Popen(
+            [*AS_NOBODY, NOBODYS_PYTHON, "-c", LISTENER, str(port)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+    try:
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                assert proc.stderr is not None
+                raise AssertionError(f"nobody's listener exited: {proc.stderr.read().decode()}")
+            return received.read_bytes().startswith(b"listening\n")
+
+        wait_for(listening, 10, f"nobody to listen on port {port}")
+        yield received
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
 
 
 def nbrelay(

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from support import CAPTURED, Daemon, Kernel, assert_relayed, relayed, stream_text, wait_for
+import pytest
+from support import (
+    CAPTURED,
+    HAS_SECOND_USER,
+    Daemon,
+    Kernel,
+    assert_relayed,
+    listening_as_nobody,
+    nbrelay,
+    relayed,
+    stream_text,
+    wait_for,
+)
 
 from nbrelay.protocol import INGEST_PROTOCOL
 
@@ -148,9 +161,15 @@ def test_a_kernel_shut_down_cleanly_shows_as_exited(daemon: Daemon, kernel_facto
     def connected(k: Kernel) -> bool:
         return bool(daemon.kernel(k.kernel_id)["connected"])
 
+    def idle() -> set[str]:
+        kernels = daemon.get("api/kernels").json()["kernels"]
+        return {k["kernel_id"] for k in kernels if k["execution_state"] == "idle"}
+
     unloaded, killed = kernel_factory(), kernel_factory()
     for k in (unloaded, killed):
         k.run_ok("%load_ext nbrelay\nprint('hello')")
+    # Killed before its hook had connected, a kernel would not be listed at all.
+    wait_for(lambda: {unloaded.kernel_id, killed.kernel_id} <= idle(), 10, "both relayed")
     unloaded.run_ok("%unload_ext nbrelay")
     killed.shutdown()
     wait_for(lambda: not connected(unloaded) and not connected(killed), 10, "both gone")
@@ -203,6 +222,23 @@ def test_wrong_token_is_reported_once_and_nothing_is_lost(daemon: Daemon, tmp_pa
         log = k.log_path.read_text()
         assert log.count("refused") == 1 and "missing or wrong token" in log
         assert daemon.get("api/kernels").json()["kernels"] == []
+    finally:
+        k.shutdown()
+
+
+def test_a_malformed_nbrelay_url_is_reported(tmp_path: Path) -> None:
+    """An NBRELAY_URL whose port is not a number is named in %nbrelay; the kernel runs on."""
+    url = "http://127.0.0.1:notaport/"
+    k = Kernel(tmp_path / "elsewhere", {"NBRELAY_URL": url, "NBRELAY_TOKEN": "t" * 20})
+    try:
+        k.run_ok("%load_ext nbrelay")
+        why = f"the URL {url!r} given in NBRELAY_URL is not like http://127.0.0.1:8765/"
+
+        def status() -> str:
+            return stream_text(k.run_ok("%nbrelay"))
+
+        assert why in wait_for(lambda: why in status() and status(), 10, "%nbrelay to say why")
+        k.run_ok("print('still running fine')")
     finally:
         k.shutdown()
 
@@ -295,3 +331,45 @@ def test_each_execution_records_its_notebook_cell_id(daemon: Daemon, kernel_fact
     relayed(daemon, k, back)
     assert cells()[-1] == (request(back), {"cell_id": "cell-3"})
     assert len(cells()) == len(expected) + 1
+
+
+@pytest.mark.skipif(not HAS_SECOND_USER, reason="needs root, setpriv and user nobody (as in CI)")
+def test_a_crashed_daemons_port_taken_by_another_user_gets_no_token_and_no_output(
+    tmp_path: Path,
+) -> None:
+    """After a kill -9 of the daemon, user nobody listens on its port: neither the kernel hook
+    nor the CLI sends it the token or any output, both say why, and the output buffered
+    meanwhile reaches the daemon once it runs again (on another port)."""
+    daemon = Daemon(tmp_path).start()
+    port = daemon.port
+    daemon.kill()  # its runtime file stays behind, naming the port
+    why = (
+        f"the port {port} recorded in {daemon.runtime_file} is held by another user "
+        "(uid 65534), not by your daemon; it probably crashed: start it again"
+    )
+    with listening_as_nobody(port, tmp_path) as received:
+        k = Kernel(daemon.runtime_dir)
+        try:
+            k.run_ok("%load_ext nbrelay")
+            secret = k.run_ok("print('the password is ' + 'hunter' + '42')")
+
+            def status() -> str:
+                return stream_text(k.run_ok("%nbrelay"))
+
+            assert why in wait_for(lambda: why in status() and status(), 15, "%nbrelay to say why")
+            assert "connected to" not in status()
+            # No viewer URL either: nobody's page there would read the token in it.
+            assert daemon.token not in status()
+            cli = nbrelay("ls", runtime=daemon.runtime_dir)
+            assert (cli.returncode, cli.stderr) == (1, f"nbrelay: error: {why}\n")
+            assert received.read_bytes() == b"listening\n"  # not a byte: no token, no output
+
+            daemon.start()
+            try:
+                assert daemon.port != port
+                assert_relayed(daemon, k, secret)
+            finally:
+                daemon.stop()
+        finally:
+            k.shutdown()
+    assert b"hunter42" not in received.read_bytes()

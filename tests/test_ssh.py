@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import HTTP, nbrelay, wait_for
+from support import HAS_SECOND_USER, HTTP, listening_as_nobody, nbrelay, wait_for
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -161,6 +161,63 @@ def test_ssh_starts_the_remote_daemon_forwards_and_reuses(host: dict[str, str]) 
     assert moved.returncode == 0, moved.stderr
     assert "forwarded over SSH" in moved.stdout and ssh_pid(moved.stdout) != old
     wait_for(lambda: gone(old), 10, "the old forward to stop")
+
+
+@needs_sshd
+@pytest.mark.skipif(not HAS_SECOND_USER, reason="needs setpriv and user nobody (as in CI)")
+def test_a_dead_forwards_port_taken_by_another_user_is_sent_nothing(
+    host: dict[str, str], tmp_path: Path
+) -> None:
+    """The recorded forward's ssh died and user nobody now listens on its local port: nbrelay
+    sends nothing there, the token least of all, and makes a new forward on another port."""
+    first = connect(host)
+    assert first.returncode == 0, first.stderr
+    port, token = local_port(first.stdout), first.stdout.split("#token=")[1].split()[0]
+    ssh = ssh_pid(first.stdout)
+    argv = Path(f"/proc/{ssh}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"--") + 1] == b"testhost"  # a host is never taken for an option
+    os.kill(ssh, signal.SIGKILL)
+    wait_for(lambda: gone(ssh), 10, "the forward's ssh to die")
+    with listening_as_nobody(port, tmp_path) as received:
+        again = connect(host)
+        assert again.returncode == 0, again.stderr
+        assert "forwarded over SSH" in again.stdout and local_port(again.stdout) != port
+        assert received.read_bytes() == b"listening\n"  # not even a connection attempt
+    assert token.encode() not in received.read_bytes()
+
+
+def test_the_host_goes_after_double_dash_and_one_like_an_option_is_refused(
+    tmp_path: Path,
+) -> None:
+    """ssh gets the host after "--", so that it never reads it as an option; a host starting
+    with "-" (-oProxyCommand=... runs a command) is refused before ssh runs at all."""
+    argv = tmp_path / "ssh-argv"
+    fake_ssh = tmp_path / "ssh"  # notes its arguments, one a line, and fails as ssh does
+    fake_ssh.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {argv}\nexit 255\n')
+    fake_ssh.chmod(0o700)
+    ssh = f"{fake_ssh} -F config"
+    result = nbrelay(
+        "ssh", "--ssh-command", ssh, "--remote-command", "nbrelay", "gpu-box", runtime=tmp_path
+    )
+    assert result.returncode == 1 and "ssh to gpu-box failed" in result.stderr
+    assert argv.read_text().splitlines() == [
+        "-F",
+        "config",
+        "--",
+        "gpu-box",
+        "nbrelay status --json",
+    ]
+    argv.unlink()
+    result = nbrelay("ssh", "--ssh-command", ssh, "--", "-oProxyCommand=sh", runtime=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "nbrelay: error: '-oProxyCommand=sh' is not a host name: it starts with '-'\n"
+    )
+    assert not argv.exists()
+
+
+def local_port(stdout: str) -> int:
+    return int(stdout.split("local port ")[1].split()[0])
 
 
 def ssh_pid(stdout: str) -> int:
