@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,8 +24,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import nbformat
 import zmq
+from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+from nbformat.v4 import new_code_cell, new_notebook
+from playwright.sync_api import Browser, Error, Locator, Page, expect
 from websockets.sync.client import ClientConnection, connect
 
 from nbrelay import protocol
@@ -566,3 +573,178 @@ class JupyterServer:
         if pid is not None and pid != os.getpid():  # the proxy's child, if the server left it
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+class Blip:
+    """A TCP proxy on loopback whose connections a test can cut, and keep cut: a network blip
+    between a browser and a server. Playwright's offline switch leaves open WebSockets alone."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open = True
+        self._sockets: set[socket.socket] = set()
+        self.cuts = 0  # connections cut or refused
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if not self._open:
+                    self.cuts += 1
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+                self._sockets |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def cut(self) -> None:
+        """Drop every connection, and refuse new ones until :meth:`mend`."""
+        with self._lock:
+            self._open = False
+            for s in self._sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    self.cuts += 1
+            self._sockets.clear()  # their pumps close them
+
+    def mend(self) -> None:
+        with self._lock:
+            self._open = True
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+class Notebook:
+    """A notebook of the test's own on a Jupyter server, opened in JupyterLab or Notebook 7
+    as a user does, and a kernel client on its kernel: the oracle of what it published."""
+
+    def __init__(
+        self, server: JupyterServer, browser: Browser, sources: list[str], init_script: str = ""
+    ) -> None:
+        self.server = server
+        self.init_script = init_script  # run in every page before the app's scripts
+        self.browser = browser
+        self.name = f"nb-{uuid.uuid4().hex[:8]}.ipynb"
+        notebook = new_notebook(cells=[new_code_cell(s) for s in sources])
+        notebook.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
+        nbformat.write(notebook, server.workdir / self.name)
+        self.server_url = server.url  # where the browser reaches the server
+        self.page: Page | None = None
+        self.oracle: BlockingKernelClient | None = None
+        self.errors: list[str] = []  # uncaught exceptions in the page
+
+    def open(self, app: str = "lab/tree", wait: bool = True) -> Page:
+        """Open the notebook in a new tab, logged in to Jupyter; with ``wait``, until nbrelay
+        has said what it knows of the kernel."""
+        self.page = self.browser.new_page()
+        self.page.set_default_timeout(30_000 * FACTOR)
+        self.page.on("pageerror", self._error)
+        if self.init_script:
+            self.page.add_init_script(self.init_script)
+        reset = "&reset" if app.startswith("lab") else ""  # not the tabs of other tests
+        self.page.goto(f"{self.server_url}{app}/{self.name}?token={JUPYTER_TOKEN}{reset}")
+        if wait:
+            expect(self.status).to_have_attribute("data-state", re.compile("relaying|no-daemon"))
+        return self.page
+
+    def _error(self, error: Error) -> None:
+        """Keep uncaught exceptions thrown in nbrelay's code (Notebook 7 has one of its own)."""
+        if "/extensions/nbrelay/" in (error.stack or ""):
+            self.errors.append(error.stack or error.message)
+
+    @property
+    def status(self) -> Locator:
+        assert self.page is not None
+        return self.page.locator(".jp-nbrelay-button")
+
+    def cell(self, index: int) -> Locator:
+        assert self.page is not None
+        return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+    def run(self, index: int) -> None:
+        """Run a cell as a user does: click into it, Shift+Enter."""
+        assert self.page is not None
+        self.cell(index).locator(".jp-InputArea-editor").click()
+        self.page.keyboard.press("Shift+Enter")
+
+    @property
+    def kernel_id(self) -> str:
+        def listed() -> str | None:
+            sessions = self.server.get("api/sessions").json()
+            return next((s["kernel"]["id"] for s in sessions if s["path"] == self.name), None)
+
+        return wait_for(listed, 30, "the notebook's session")
+
+    def attach(self) -> None:
+        """A jupyter_client on the notebook's kernel: it receives every IOPub message."""
+        client = BlockingKernelClient(
+            connection_file=str(self.server.runtime_dir / f"kernel-{self.kernel_id}.json")
+        )
+        client.load_connection_file()
+        client.start_channels()
+        wait_for(lambda: client.iopub_channel.is_alive(), 10, "the oracle's channels")
+        self.oracle = client
+        self.seen: list[dict[str, Any]] = []
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every IOPub message the oracle has received so far."""
+        assert self.oracle is not None
+        while self.oracle.iopub_channel.msg_ready():
+            self.seen.append(self.oracle.get_iopub_msg(timeout=1))
+        return self.seen
+
+    def execution(self, code: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """The oracle's messages of the (last) execution of ``code``, once it is idle."""
+
+        def done() -> list[dict[str, Any]] | None:
+            msgs = self.received()
+            inputs = [
+                m for m in msgs if m["msg_type"] == "execute_input" and m["content"]["code"] == code
+            ]
+            if not inputs:
+                return None
+            parent = inputs[-1]["parent_header"]["msg_id"]
+            mine = [m for m in msgs if m["parent_header"].get("msg_id") == parent]
+            idle = any(
+                m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                for m in mine
+            )
+            return mine if idle else None
+
+        return wait_for(done, timeout, "the execution to end")
+
+    def close(self) -> None:
+        if self.page is not None:
+            self.page.close()
+            self.page = None
+
+
+def shown_text(cell: Locator) -> str:
+    """The cell's stdout as the page shows it."""
+    stdout = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
+    return "".join(stdout.all_inner_texts()).rstrip("\n")

@@ -15,10 +15,17 @@ from typing import Any
 
 import nbformat
 import pytest
-from jupyter_client.blocking import BlockingKernelClient
-from nbformat.v4 import new_code_cell, new_notebook
-from playwright.sync_api import Browser, Error, Locator, Page, expect
-from support import FACTOR, JUPYTER_TOKEN, Daemon, JupyterServer, wait_for
+from playwright.sync_api import Browser, expect
+from support import (
+    FACTOR,
+    Blip,
+    Daemon,
+    JupyterServer,
+    Notebook,
+    shown_text,
+    stream_text,
+    wait_for,
+)
 
 pytestmark = pytest.mark.xdist_group("jupyter")  # one Jupyter server for the module
 expect.set_options(timeout=30_000 * FACTOR)
@@ -35,6 +42,18 @@ def printing(lines: int, then: str = "") -> str:
     )
 
 
+def until_stopped(stop: str) -> str:
+    """A cell that prints a line every 20 ms until the file ``stop`` exists (40 at least)."""
+    return (
+        "import os, time\n"
+        "i = 0\n"
+        f"while i < 40 or not os.path.exists({stop!r}):\n"
+        "    print(f'line {i}', flush=True)\n"
+        "    i += 1\n"
+        "    time.sleep(0.02)\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterServer, Daemon]]:
     workdir = tmp_path_factory.mktemp("jupyter")
@@ -45,118 +64,6 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterS
     finally:
         server.stop()
         daemon.stop()
-
-
-class Notebook:
-    """A notebook of the test's own on the server, and what a browser and a kernel client
-    attached to its kernel see."""
-
-    def __init__(self, server: JupyterServer, browser: Browser, sources: list[str]) -> None:
-        self.server = server
-        self.browser = browser
-        self.name = f"nb-{uuid.uuid4().hex[:8]}.ipynb"
-        notebook = new_notebook(cells=[new_code_cell(s) for s in sources])
-        notebook.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3",
-            "language": "python",
-        }
-        nbformat.write(notebook, server.workdir / self.name)
-        self.page: Page | None = None
-        self.oracle: BlockingKernelClient | None = None
-        self.errors: list[str] = []  # uncaught exceptions in the page
-
-    def open(self, app: str = "lab/tree") -> Page:
-        """Open the notebook in a new tab, logged in to Jupyter; wait until nbrelay has said
-        what it knows of the kernel."""
-        self.page = self.browser.new_page()
-        self.page.set_default_timeout(30_000 * FACTOR)
-        self.page.on("pageerror", self._error)
-        reset = "&reset" if app.startswith("lab") else ""  # not the tabs of other tests
-        self.page.goto(f"{self.server.url}{app}/{self.name}?token={JUPYTER_TOKEN}{reset}")
-        expect(self.status).to_have_attribute("data-state", re.compile("relaying|no-daemon"))
-        return self.page
-
-    def _error(self, error: Error) -> None:
-        """Keep uncaught exceptions thrown in nbrelay's code (Notebook 7 has one of its own)."""
-        if "/extensions/nbrelay/" in (error.stack or ""):
-            self.errors.append(error.stack or error.message)
-
-    @property
-    def status(self) -> Locator:
-        assert self.page is not None
-        return self.page.locator(".jp-nbrelay-button")
-
-    def cell(self, index: int) -> Locator:
-        assert self.page is not None
-        return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
-
-    def run(self, index: int) -> None:
-        """Run a cell as a user does: click into it, Shift+Enter."""
-        assert self.page is not None
-        self.cell(index).locator(".jp-InputArea-editor").click()
-        self.page.keyboard.press("Shift+Enter")
-
-    @property
-    def kernel_id(self) -> str:
-        def listed() -> str | None:
-            sessions = self.server.get("api/sessions").json()
-            return next((s["kernel"]["id"] for s in sessions if s["path"] == self.name), None)
-
-        return wait_for(listed, 30, "the notebook's session")
-
-    def attach(self) -> None:
-        """A jupyter_client on the notebook's kernel: it receives every IOPub message."""
-        client = BlockingKernelClient(
-            connection_file=str(self.server.runtime_dir / f"kernel-{self.kernel_id}.json")
-        )
-        client.load_connection_file()
-        client.start_channels()
-        wait_for(lambda: client.iopub_channel.is_alive(), 10, "the oracle's channels")
-        self.oracle = client
-        self.seen: list[dict[str, Any]] = []
-
-    def received(self) -> list[dict[str, Any]]:
-        """Every IOPub message the oracle has received so far."""
-        assert self.oracle is not None
-        while self.oracle.iopub_channel.msg_ready():
-            self.seen.append(self.oracle.get_iopub_msg(timeout=1))
-        return self.seen
-
-    def execution(self, code: str) -> list[dict[str, Any]]:
-        """The oracle's messages of the (last) execution of ``code``, once it is idle."""
-
-        def done() -> list[dict[str, Any]] | None:
-            msgs = self.received()
-            inputs = [
-                m for m in msgs if m["msg_type"] == "execute_input" and m["content"]["code"] == code
-            ]
-            if not inputs:
-                return None
-            parent = inputs[-1]["parent_header"]["msg_id"]
-            mine = [m for m in msgs if m["parent_header"].get("msg_id") == parent]
-            idle = any(
-                m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
-                for m in mine
-            )
-            return mine if idle else None
-
-        return wait_for(done, 60, "the execution to end")
-
-    def close(self) -> None:
-        if self.page is not None:
-            self.page.close()
-            self.page = None
-
-
-def stream_text(msgs: list[dict[str, Any]]) -> str:
-    return "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
-
-
-def shown_text(cell: Locator) -> str:
-    """The cell's stdout as the page shows it."""
-    stdout = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
-    return "".join(stdout.all_inner_texts()).rstrip("\n")
 
 
 @pytest.fixture
@@ -212,14 +119,7 @@ def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) ->
     """Reopened while the cell still runs (JupyterLab, and Notebook 7): it shows [*] and what
     it printed so far, receives the rest live, then its execution count; each line once."""
     stop = f"/tmp/nbrelay-stop-{uuid.uuid4().hex}"
-    code = (
-        "import os, time\n"
-        "i = 0\n"
-        f"while i < 40 or not os.path.exists({stop!r}):\n"
-        "    print(f'line {i}', flush=True)\n"
-        "    i += 1\n"
-        "    time.sleep(0.02)\n"
-    )
+    code = until_stopped(stop)
     nb = notebook(LOAD, code)
     nb.open(app)
     nb.attach()
@@ -239,4 +139,142 @@ def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) ->
     expected = stream_text(msgs).rstrip("\n")
     expect(cell.locator(".jp-OutputArea-output")).to_contain_text(expected.rsplit("\n", 1)[-1])
     assert shown_text(cell) == expected
+    assert not nb.errors
+
+
+def test_cells_of_the_same_source_each_get_their_own_output_wherever_they_moved(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """Two cells with the same source, run bottom first, each get back their own output by
+    cell id (by source, the top one would take the first run); and again after the notebook
+    on disk was edited meanwhile, the two cells swapped."""
+    same = "n += 1\nprint(f'run {n}')"
+    nb = notebook(LOAD + "\nn = 0", same, same)
+    nb.open()
+    nb.attach()
+    nb.run(0)
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.run(2)
+    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("run 1")
+    nb.run(1)
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("run 2")
+    nb.close()
+    nb.execution(same)
+
+    nb.open()
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("run 2")
+    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("run 1")
+    nb.close()
+
+    server, _ = jupyter
+    path = server.workdir / nb.name
+    saved = nbformat.read(path, as_version=4)
+    saved.cells[1], saved.cells[2] = saved.cells[2], saved.cells[1]
+    nbformat.write(saved, path)
+    nb.open()
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("run 1")  # was cell 2
+    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("run 2")
+    assert not nb.errors
+
+
+def test_a_blip_between_browser_and_server_loses_and_repeats_nothing(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """The TCP connections between the page and the Jupyter server are cut while a cell
+    prints; once they are back, the cell shows every line once, in order, and goes on."""
+    server, _ = jupyter
+    blip = Blip(int(server.url.rsplit(":", 1)[1].rstrip("/")))
+    stop = f"/tmp/nbrelay-stop-{uuid.uuid4().hex}"
+    code = until_stopped(stop)
+    nb = notebook(LOAD, code)
+    nb.server_url = f"http://127.0.0.1:{blip.port}/"
+    try:
+        nb.open()
+        nb.attach()
+        nb.run(0)
+        expect(nb.status).to_have_attribute("data-state", "relaying")
+        nb.run(1)
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 20")
+        blip.cut()
+        printed = len(stream_text(nb.received()).splitlines())
+        wait_for(
+            lambda: len(stream_text(nb.received()).splitlines()) > printed + 50,
+            30,
+            "the cell to print on while the page is cut off",
+        )
+        blip.mend()
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text(f"line {printed + 60}")
+        Path(stop).touch()
+        msgs = nb.execution(code)
+        expected = stream_text(msgs).rstrip("\n")
+        expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text("[2]:")
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text(
+            expected.rsplit("\n", 1)[-1]
+        )
+        assert shown_text(nb.cell(1)) == expected
+        assert blip.cuts and not nb.errors
+    finally:
+        nb.close()
+        blip.close()
+
+
+def test_after_a_kernel_restart_only_the_new_process_counts(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """What the kernel's previous process printed is not put back after a restart, and the
+    status says that the new process does not relay."""
+    server, _ = jupyter
+    nb = notebook(LOAD, "print('old process')")
+    nb.open()
+    nb.run(0)
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.run(1)
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("old process")
+    nb.close()
+    assert server.post(f"api/kernels/{nb.kernel_id}/restart", None).status_code == 200
+
+    nb.open()
+    expect(nb.status).to_have_attribute("data-state", "not-relaying")
+    expect(nb.status).to_have_attribute("title", re.compile("current process has not loaded"))
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_count(0)
+    assert not nb.errors
+
+
+def test_the_status_says_when_the_daemon_is_down_and_a_click_restores_once_it_is_back(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """With the daemon down the status item says so and how to start it; the kernel buffers,
+    and once the daemon is back a click on the item puts the output into the notebook."""
+    _, daemon = jupyter
+    nb = notebook(LOAD, "print('kept while the daemon was down')")
+    nb.open()
+    nb.run(0)
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    port = daemon.port
+    daemon.stop()
+    nb.run(1)
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text(
+        "kept while the daemon was down"
+    )
+    nb.close()
+
+    nb.open()
+    expect(nb.status).to_have_attribute("data-state", "no-daemon")
+    expect(nb.status).to_have_attribute("title", re.compile("start the daemon with `nbrelay`"))
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_count(0)
+    daemon.start(port=port)
+    wait_for(
+        lambda: any(
+            r["msg_type"] == "stream" and "daemon was down" in r["content"]["text"]
+            for r in daemon.messages(kernel_id=nb.kernel_id)
+        ),
+        30,
+        "the kernel to deliver what it buffered",
+    )
+    nb.status.click()
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text(
+        "kept while the daemon was down"
+    )
+    expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text("[2]:")
     assert not nb.errors
