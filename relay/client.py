@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import connect
 
 from . import protocol
-from .errors import NbrelayError
+from .errors import NbrelayError, TokenRefused
 from .runtime import Endpoint, connect_daemon, locate_daemon
 
 TIMEOUT = 10.0  # seconds for one API request
@@ -59,7 +59,7 @@ class Client:
                 return body
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
-                raise NbrelayError(
+                raise TokenRefused(
                     f"the daemon at {self.endpoint.url} refused the token; "
                     "check NBRELAY_TOKEN, or unset it to use the runtime file's"
                 ) from None

@@ -21,7 +21,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .client import PAGE, Client
-from .errors import NbrelayError
+from .errors import NbrelayError, TokenRefused
 from .protocol import MAX_SEQ, START
 from .restore import current_process, plan
 
@@ -31,6 +31,8 @@ MAX_BODY_BYTES = 32 * 2**20
 
 HINTS = {
     "no-daemon": "start the daemon with `nbrelay` in a terminal (or `nbrelay serve --detach`)",
+    "refused": "the Jupyter server's NBRELAY_TOKEN is not the daemon's: fix it, or unset it to "
+    "use the daemon's runtime file",
     "not-relaying": "run `%load_ext nbrelay` in this notebook, or `nbrelay enable` once for "
     "every new kernel",
 }
@@ -62,6 +64,8 @@ def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict
     try:
         client = Client()
         kernels = client.kernels()
+    except TokenRefused as exc:
+        return _state("refused", str(exc).split("; check")[0])
     except NbrelayError as exc:
         return _state("no-daemon", str(exc).split("; start")[0])
     known = next((k for k in kernels if k["kernel_id"] == kernel_id), None)

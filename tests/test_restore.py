@@ -1,0 +1,75 @@
+"""What the Jupyter server tells the notebook extension (nbrelay.jupyter_extension.answer),
+against a real daemon and a real kernel: the relay's state with how to fix it, and the
+outputs to put back, rebuilt with recover's rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import Daemon, Kernel, relayed
+
+from nbrelay.jupyter_extension import answer
+
+CELL_ID = "c0ffee00-0000-4000-8000-000000000001"
+CODE = (
+    "from IPython.display import display, clear_output\n"
+    "print('gone', flush=True)\n"
+    "clear_output(wait=True)\n"
+    "h = display('v1', display_id=True)\n"
+    "print('a\\rb', flush=True)\n"
+    "h.update('v2')"
+)
+
+
+def test_each_state_says_how_to_fix_it(
+    daemon: Daemon, kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No daemon, a refused token, an unknown kernel and a restarted process each give their
+    state and a hint; nothing is restored for them."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "empty"))
+    no_daemon = answer(kernel.kernel_id, [], None)
+    assert (
+        no_daemon["state"] == "no-daemon"
+        and "start the daemon with `nbrelay`" in (no_daemon["message"])
+    )
+
+    monkeypatch.setenv("NBRELAY_URL", daemon.url)
+    monkeypatch.setenv("NBRELAY_TOKEN", "not-the-token-0123456789")
+    refused = answer(kernel.kernel_id, [], None)
+    assert refused["state"] == "refused" and "NBRELAY_TOKEN" in refused["message"]
+
+    monkeypatch.delenv("NBRELAY_URL")
+    monkeypatch.delenv("NBRELAY_TOKEN")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(daemon.runtime_dir))
+    unknown = answer("no-such-kernel", [], None)
+    assert unknown["state"] == "not-relaying" and "%load_ext nbrelay" in unknown["message"]
+
+    pid = kernel.km.provisioner.pid
+    assert answer(kernel.kernel_id, [], pid)["state"] == "relaying"
+    restarted = answer(kernel.kernel_id, [], pid + 1)
+    assert restarted["state"] == "not-relaying" and "cells" not in restarted
+
+
+def test_a_cell_gets_its_latest_execution_as_jupyter_shows_it(
+    daemon: Daemon, kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cell with the recorded id gets the outputs left after clear_output(wait=True), \\r
+    and update_display_data, with the display's id kept for later updates; a cell that did
+    not run in this process gets nothing."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(daemon.runtime_dir))
+    kernel.run_ok(CODE, cell_id=CELL_ID)
+    relayed(daemon, kernel, kernel.run_ok("1", cell_id="other-cell"))
+    cells = [
+        {"id": CELL_ID, "source": "edited since: the id still finds it", "execution_count": None},
+        {"id": "never-ran", "source": "print('x')", "execution_count": None},
+    ]
+    reply = answer(kernel.kernel_id, cells, kernel.km.provisioner.pid)
+    assert reply["state"] == "relaying"
+    (cell,) = reply["cells"]
+    assert cell["cell_id"] == CELL_ID and cell["execution_count"] == 2 and not cell["running"]
+    display, stream = cell["outputs"]
+    assert display["msg_type"] == "display_data"
+    assert display["content"]["data"]["text/plain"] == "'v2'"
+    assert display["content"]["transient"]["display_id"]
+    assert stream == {"msg_type": "stream", "content": {"name": "stdout", "text": "b\n"}}
