@@ -112,6 +112,9 @@ class _Replay:
         # request -> notebook cell id. The hook records the id on the kernel's main thread and
         # execute_input comes through IOPub, so either can be first.
         self.cell_ids: dict[str, str] = {}
+        # id() of a stream output -> the output and its text in parts, joined by text().
+        # Holding the output keeps its id() from going to a new one after a clear_output.
+        self.parts: dict[int, tuple[NotebookNode, list[str]]] = {}
 
     def run(self, request: str, new: bool = False) -> Execution:
         run = self.by_request.get(request)
@@ -157,12 +160,27 @@ class _Replay:
             else:
                 run.outputs.clear()
             return
+        if msg_type == "stream" and self.append(run, content):
+            return
         output = _output(msg_type, content)
         if output is None:
             return
         self.add(run, output)
         if display_id:
             self.displays.setdefault(display_id, []).append(output)
+
+    def append(self, run: Execution, content: dict[str, Any]) -> bool:
+        """Add a stream message's text to the run's last output if that is the same stream, as
+        Jupyter merges them; False if it is not. The common case, so it makes no new output:
+        nbformat checks each one it builds against its schema, which costs far more."""
+        last = run.outputs[-1] if run.outputs and not run.clear_on_next else None
+        text, name = content.get("text"), content.get("name", "stdout")
+        if last is None or last.output_type != "stream" or last.name != name:
+            return False
+        if not isinstance(text, str):
+            return False  # _output says what is wrong with it
+        self._more(last, text)
+        return True
 
     def add(self, run: Execution, output: NotebookNode) -> None:
         if run.clear_on_next:
@@ -174,10 +192,19 @@ class _Replay:
             and last is not None
             and last.output_type == "stream"
             and last.name == output.name
-        ):
-            last.text += output.text  # Jupyter merges consecutive output of one stream
+        ):  # Jupyter merges consecutive output of one stream
+            self._more(last, output.text)
         else:
             run.outputs.append(output)
+
+    def _more(self, output: NotebookNode, text: str) -> None:
+        self.parts.setdefault(id(output), (output, [output.text]))[1].append(text)
+
+    def text(self, output: NotebookNode) -> str:
+        """A stream output's whole text: its parts are joined once, at the end, as adding
+        them one by one to a growing string took quadratic time."""
+        held = self.parts.get(id(output))
+        return output.text if held is None else "".join(held[1])
 
 
 def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
@@ -198,7 +225,8 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
         run.cell_id = replay.cell_ids.get(run.request)
         for output in run.outputs:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
-                output.text = "\n".join(overwrite(line) for line in output.text.split("\n"))
+                text = replay.text(output)
+                output.text = "\n".join(overwrite(line) for line in text.split("\n"))
     return replay.order
 
 
