@@ -21,7 +21,7 @@ export interface ICellRestore {
 
 /** The relay's state for the notebook's kernel, and what to put back. */
 export interface IRestoreReply {
-  state: 'relaying' | 'no-daemon' | 'not-relaying';
+  state: 'relaying' | 'no-daemon' | 'refused' | 'not-relaying';
   message: string;
   pruned?: boolean;
   cells?: ICellRestore[];

@@ -8,6 +8,7 @@ import { IRelayState, Restorer } from './restorer';
 const LABELS: { [state in IRelayState['state']]: string } = {
   relaying: 'nbrelay: relaying',
   'no-daemon': 'nbrelay: daemon not running',
+  refused: 'nbrelay: token refused',
   'not-relaying': 'nbrelay: kernel not relaying',
   checking: 'nbrelay: …',
   error: 'nbrelay: unavailable'
