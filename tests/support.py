@@ -706,6 +706,7 @@ class Notebook:
             connection_file=str(self.server.runtime_dir / f"kernel-{self.kernel_id}.json")
         )
         client.load_connection_file()
+        client.context.setsockopt(zmq.RCVHWM, 0)  # as Kernel's: the oracle must miss nothing
         client.start_channels()
         wait_for(lambda: client.iopub_channel.is_alive(), 10, "the oracle's channels")
         self.oracle = client
@@ -729,12 +730,13 @@ class Notebook:
             if not inputs:
                 return None
             parent = inputs[-1]["parent_header"]["msg_id"]
-            mine = [m for m in msgs if m["parent_header"].get("msg_id") == parent]
             idle = any(
-                m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
-                for m in mine
+                m["msg_type"] == "status"
+                and m["content"]["execution_state"] == "idle"
+                and m["parent_header"].get("msg_id") == parent
+                for m in reversed(msgs)
             )
-            return mine if idle else None
+            return [m for m in msgs if m["parent_header"].get("msg_id") == parent] if idle else None
 
         return wait_for(done, timeout, "the execution to end")
 
