@@ -1,5 +1,6 @@
-"""Make docs/screenshot.png: a real daemon, a real kernel running a realistic session, and
-the viewer in headless Chromium. Run from the repository root: python docs/screenshot.py"""
+"""Make docs/screenshot.png (the viewer) and docs/notebook.png (a notebook reopened in
+JupyterLab): a real daemon, real kernels running a realistic session, headless Chromium.
+Run from the repository root: python docs/screenshot.py"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support import Daemon, Kernel  # noqa: E402
+from support import Daemon, JupyterServer, Kernel, Notebook  # noqa: E402
 
 CELLS = [
     "import sys, time\nprint('loading data from s3://bucket/train.parquet ...')\n"
@@ -27,7 +28,44 @@ CELLS = [
 ]
 
 
+TRAINING = (
+    "import time\n"
+    "for epoch in range(1, 31):\n"
+    "    print(f'epoch {epoch:2d}: loss={1 / epoch:.4f}', flush=True)\n"
+    "    time.sleep(0.1)\n"
+    "raise RuntimeError('out of GPU memory while saving')"
+)
+
+
+def notebook() -> None:
+    """docs/notebook.png: the browser was closed while the cell ran; the notebook reopened."""
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        daemon = Daemon(Path(tmp)).start()
+        server = JupyterServer(Path(tmp), runtime_dir=daemon.runtime_dir)
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            nb = Notebook(server, browser, ["%load_ext nbrelay", TRAINING])
+            nb.open()
+            nb.attach()
+            nb.run(0)
+            expect(nb.status).to_have_attribute("data-state", "relaying")
+            nb.run(1)
+            expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("epoch  3")
+            nb.close()  # the laptop lid closes
+            nb.execution(TRAINING)
+            page = nb.open()
+            page.set_viewport_size({"width": 1100, "height": 720})
+            expect(page.get_by_text("out of GPU memory").first).to_be_visible()
+            page.screenshot(path=str(Path(__file__).parent / "notebook.png"))
+            nb.close()
+        finally:
+            browser.close()
+            server.stop()
+            daemon.stop()
+
+
 def main() -> None:
+    notebook()
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(Path(tmp)).start()
         kernel = Kernel(daemon.runtime_dir)
