@@ -18,7 +18,7 @@ from .client import Client
 from .datadir import open_private, private_data_folder
 from .errors import NbrelayError
 from .protocol import MAX_SEQ
-from .runtime import read_runtime_file, runtime_file
+from .runtime import login_url, read_runtime_file, runtime_file
 from .transcript import Sanitiser, plain_lines, render
 
 START_TIMEOUT = 30.0  # seconds for a detached daemon to serve
@@ -99,6 +99,8 @@ def status(args: argparse.Namespace) -> int:
         return 0
     pid = f" (pid {report['pid']})" if report["pid"] else ""
     print(f"nbrelay is running at {report['url']}{pid}")
+    login = login_url(report["url"], client.endpoint.token, sys.stdout.isatty())
+    print(f"    log a browser in (once): {login}")
     if report["db"]:
         print(f"    database: {report['db']}, {report['db_bytes'] / 1e6:.1f} MB")
     print(f"    storage: {report['storage']}, {report['last_seq']} records")

@@ -6,9 +6,10 @@ else runs:
 
 * a Host header that is malformed gets 400; while the daemon listens on loopback, one that
   does not name a loopback address (or an ``--allow-host``) gets 403;
-* a WebSocket handshake that carries an Origin must come from the daemon's own origin (or an
-  ``--allow-origin``), exactly; anything else, ``null`` included, gets 403, token or not.
-  Clients that send no Origin (the kernel hook, the CLI) are not browsers and hold the token;
+* a WebSocket handshake or a POST (a login) that carries an Origin must come from the
+  daemon's own origin (or an ``--allow-origin``), exactly; anything else, ``null`` included,
+  gets 403, token or cookie or not. Clients that send no Origin (the kernel hook, the CLI,
+  the Jupyter server) are not browsers;
 * every HTTP response says how the browser must treat it (CSP, no referrer, no sniffing).
 """
 
@@ -82,6 +83,8 @@ class Guard:
         own = origin is None or origin == f"http://{raw_host}" or origin in self.allow_origins
         if scope["type"] == "websocket" and not own:
             return 403, "cross-origin WebSocket refused (see --allow-origin)"
+        if scope.get("method") not in (None, "GET", "HEAD") and not own:
+            return 403, "cross-origin request refused (see --allow-origin)"
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

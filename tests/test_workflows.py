@@ -178,7 +178,7 @@ def test_nbrelay_magic_says_where_output_goes(ran: tuple[Daemon, Kernel]) -> Non
     text = "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
     assert f"connected to {daemon.url}" in text
     assert "0 dropped" in text
-    assert f"viewer: {daemon.url}?kernel={kernel.kernel_id}#token={daemon.token}" in text
+    assert f"viewer: {daemon.url}?kernel={kernel.kernel_id}\n" in text
 
 
 def test_tail_follow_survives_a_daemon_restart(tmp_path: Path) -> None:
