@@ -102,7 +102,7 @@ def test_unknown_kernel_wrong_token_and_no_daemon_are_one_line_errors(
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr
     none = nbrelay("ls", runtime=tmp_path)
     assert none.returncode == 1 and "no nbrelay daemon is running" in none.stderr
-    assert "start it with `nbrelay serve --detach`" in none.stderr
+    assert "start it with `nbrelay serve --detach`, or with the nbrelay tile" in none.stderr
 
 
 def test_export_txt_and_jsonl(ran: tuple[Daemon, Kernel], tmp_path: Path) -> None:
