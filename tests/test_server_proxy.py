@@ -89,3 +89,25 @@ def test_the_viewer_works_in_a_browser_logged_in_to_jupyter(
         assert "nbrelay.token" not in stored or json.loads(stored)["nbrelay.token"] == ""
     finally:
         kernel.shutdown()
+
+
+def test_html_outputs_fit_their_content_through_the_proxy(
+    jupyter: JupyterServer, page: Page
+) -> None:
+    """A tall HTML output gets its full height through the proxy too: its frame's sizing
+    script must not need the login cookie that a sandboxed frame does not send."""
+    page.goto(f"{jupyter.url}api/status?token={JUPYTER_TOKEN}")
+    assert jupyter.get("nbrelay/").status_code == 200
+    kernel = Kernel(jupyter.runtime_dir)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        page.goto(f"{jupyter.url}nbrelay/")
+        kernel.run_ok(
+            "from IPython.display import HTML, display\n"
+            "display(HTML('<div style=\"height: 700px\">tall</div>'))"
+        )
+        frame = page.locator("iframe.html")
+        expect(frame).to_have_count(1)
+        wait_for(lambda: frame.bounding_box()["height"] > 700, 20, "the frame to fit")
+    finally:
+        kernel.shutdown()
