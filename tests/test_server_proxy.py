@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
-from support import JUPYTER_TOKEN, JupyterServer, Kernel, wait_for
+from support import JUPYTER_TOKEN, Daemon, JupyterServer, Kernel, wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -111,3 +111,53 @@ def test_html_outputs_fit_their_content_through_the_proxy(
         wait_for(lambda: frame.bounding_box()["height"] > 700, 20, "the frame to fit")
     finally:
         kernel.shutdown()
+
+
+def test_the_proxy_uses_the_daemon_the_user_already_runs(tmp_path: Path) -> None:
+    """With the user's own daemon running on the proxy's database (README step 1),
+    <server>/nbrelay/ uses it at once, follows it across a restart (new port, new token), and
+    while it is stopped says at once, in the page, how to start it."""
+    daemon = Daemon(tmp_path)
+    daemon.db = tmp_path / "db.sqlite3"  # the database a daemon of the proxy's would use
+    daemon.start()
+    jupyter = JupyterServer(tmp_path)
+    kernel = Kernel(jupyter.runtime_dir)
+    try:
+        assert jupyter.get("nbrelay/").status_code == 200
+        kernel.run_ok("%load_ext nbrelay")
+        kernel.run_ok('print("kept by your own daemon")')
+
+        def stored() -> bool:
+            page = jupyter.get(f"nbrelay/api/messages?kernel_id={kernel.kernel_id}").json()
+            return any(
+                r["content"].get("text") == "kept by your own daemon\n" for r in page["messages"]
+            )
+
+        wait_for(stored, 30, "the output, through the proxy")
+        daemon.stop()
+        stopped = jupyter.get("nbrelay/")
+        assert stopped.status_code == 503 and "nbrelay serve --detach" in stopped.text
+        daemon.token = "another-token-" + "1" * 16
+        daemon.start()
+        assert jupyter.get("nbrelay/api/kernels").status_code == 200
+        wait_for(stored, 30, "the output, after the restart")
+    finally:
+        kernel.shutdown()
+        daemon.stop()
+        jupyter.stop()
+
+
+def test_a_daemon_the_proxy_cannot_start_is_explained_in_the_page(tmp_path: Path) -> None:
+    """A daemon the proxy cannot find (its runtime file elsewhere) holds the database: the
+    page says at once why nbrelay could not start, instead of a 500 after 30 s."""
+    daemon = Daemon(tmp_path)
+    daemon.db, daemon.runtime_dir = tmp_path / "db.sqlite3", tmp_path / "elsewhere"
+    daemon.start()
+    jupyter = JupyterServer(tmp_path)
+    try:
+        page = jupyter.get("nbrelay/")
+        assert page.status_code == 503 and "could not start" in page.text
+        assert f"pid {daemon.proc.pid}" in page.text  # the lock names the daemon holding it
+    finally:
+        jupyter.stop()
+        daemon.stop()
