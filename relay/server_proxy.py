@@ -50,7 +50,7 @@ def setup_nbrelay() -> dict[str, Any]:
         "launcher_entry": {
             "title": "nbrelay",
             "icon_path": str(Path(static.__file__).parent / "icon.svg"),
-            "category": "Other",
+            "category": "Notebook",  # the launcher shows an icon only in "Notebook" and "Console"
         },
     }
 

@@ -4,6 +4,7 @@ under the Jupyter server's own URL and login, with no tunnel and no nbrelay toke
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,13 @@ def test_a_daemon_the_proxy_cannot_start_is_explained_in_the_page(tmp_path: Path
     finally:
         jupyter.stop()
         daemon.stop()
+
+
+def test_the_launcher_tile_shows_the_icon(jupyter: JupyterServer, page: Page) -> None:
+    """JupyterLab's launcher shows the nbrelay tile with its icon, loaded."""
+    page.goto(f"{jupyter.url}lab?token={JUPYTER_TOKEN}")
+    card = page.locator(".jp-LauncherCard", has_text="nbrelay")
+    expect(card).to_have_count(1, timeout=60_000)
+    icon = card.locator("img")
+    expect(icon).to_have_attribute("src", re.compile(r"server-proxy/icon/nbrelay$"))
+    wait_for(lambda: icon.evaluate("img => img.complete && img.naturalWidth > 0"), 20, "the icon")
