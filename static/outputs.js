@@ -9,7 +9,9 @@ export const SHOWN_LINES = 2000;  // stream lines in the DOM at first; "show ear
 // Inlined into each HTML output's frame, not loaded from a URL: a sandboxed frame's requests
 // carry no cookie, and behind jupyter-server-proxy a request without one gets Jupyter's login
 // page instead. The page's CSP allows this one inline script by its hash (relay/guard.py).
-const FRAME_SCRIPT = await (await fetch(new URL("frame.js", import.meta.url))).text();
+// Fetched once, without holding up the page (the viewer takes the token out of the address
+// bar as soon as it runs).
+const FRAME_SCRIPT = fetch(new URL("frame.js", import.meta.url)).then((response) => response.text());
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -154,7 +156,9 @@ function sandboxed(html) {
   const frame = el("iframe", "html");
   frame.sandbox = "allow-scripts";
   frame.title = "kernel output";
-  frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script>${FRAME_SCRIPT}</script>${html}`;
+  FRAME_SCRIPT.then((script) => {
+    frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script>${script}</script>${html}`;
+  });
   return frame;
 }
 
