@@ -63,6 +63,8 @@ class App {
     this.base = new URL(".", location.href);
     this.kernels = new Map();  // id -> {info, item, view}
     this.selected = new URLSearchParams(location.search).get("kernel");
+    this.chosen = Boolean(this.selected);  // by the user: a click, or the URL
+    this.order = [];  // kernel ids as the daemon lists them: newest first
     this.ws = null;
     this.delay = 500;
     this.follow = true;
@@ -106,8 +108,8 @@ class App {
     } catch {
       return;
     }
-    setInterval(() => this.refreshKernels().catch(() => {}), POLL_MS);
-    if (!this.selected && this.kernels.size) this.selected = this.kernels.keys().next().value;
+    setInterval(() => this.refreshKernels().then(() => this.followPreferred()).catch(() => {}), POLL_MS);
+    if (!this.selected) this.selected = this.preferred();
     if (this.selected) await this.open(this.selected);
     else this.connect();  // nothing yet: wait for the first kernel to speak
     await listed.catch(() => {});
@@ -119,9 +121,10 @@ class App {
       const item = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
-      button.addEventListener("click", () => this.open(id));
+      // A kernel that speaks before the list says where it goes is the newest.
+      button.addEventListener("click", () => { this.chosen = true; this.open(id); });
       item.append(button);
-      $("#kernels").append(item);
+      $("#kernels").prepend(item);
       entry = { info: { kernel_id: id }, item, button, view: null };
       this.kernels.set(id, entry);
     }
@@ -131,7 +134,21 @@ class App {
   async refreshKernels() {
     const { kernels } = await this.api("api/kernels");
     for (const info of kernels) this.entry(info.kernel_id).info = info;
+    this.order = kernels.map((info) => info.kernel_id);
+    $("#kernels").append(...this.order.map((id) => this.kernels.get(id).item));  // newest first
     for (const entry of this.kernels.values()) this.drawEntry(entry);
+  }
+
+  // The kernel to show while the user has chosen none: the newest connected one, else the
+  // newest. A kernel's buffered output can reach the daemon after the page opened.
+  preferred() {
+    const infos = this.order.map((id) => this.kernels.get(id).info);
+    return (infos.find((info) => info.connected) || infos[0] || {}).kernel_id || null;
+  }
+
+  followPreferred() {
+    const id = this.preferred();
+    if (!this.chosen && id && id !== this.selected) this.open(id);
   }
 
   drawEntry(entry) {
@@ -139,11 +156,11 @@ class App {
     const said = ["exited", "unloaded"].includes(info.execution_state); // the hook said why
     const gone = said ? info.execution_state : "disconnected";
     const state = info.connected === false ? gone : (entry.view && entry.view.state) || info.execution_state || "";
-    const name = info.notebook || info.kernel_id;
     entry.button.replaceChildren();
     const title = document.createElement("span");
     title.className = "name";
-    title.textContent = name;
+    title.textContent = info.notebook ? info.notebook.split("/").pop() : info.kernel_id;
+    entry.button.title = info.notebook || info.kernel_id;  // the whole path, on hover
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.textContent = [info.hostname, ago(info.last_time)].filter(Boolean).join(" · ");

@@ -172,3 +172,28 @@ def test_the_launcher_tile_shows_the_icon(jupyter: JupyterServer, page: Page) ->
     icon = card.locator("img")
     expect(icon).to_have_attribute("src", re.compile(r"server-proxy/icon/nbrelay$"))
     wait_for(lambda: icon.evaluate("img => img.complete && img.naturalWidth > 0"), 20, "the icon")
+
+
+def test_the_first_visit_shows_the_live_kernel_newest_first(
+    jupyter: JupyterServer, page: Page
+) -> None:
+    """Until the user picks a kernel, the page shows the newest connected one: a live kernel
+    that speaks after the page opened goes to the top of the list and is shown, not an exited
+    one that was there first."""
+    page.goto(f"{jupyter.url}api/status?token={JUPYTER_TOKEN}")
+    assert jupyter.get("nbrelay/").status_code == 200
+    exited = Kernel(jupyter.runtime_dir, {"JPY_SESSION_NAME": "old.ipynb"})
+    exited.run_ok("%load_ext nbrelay")
+    exited.run_ok('print("old output")')
+    exited.shutdown(now=False)
+    page.goto(f"{jupyter.url}nbrelay/")
+    expect(page.locator("nav li.selected")).to_contain_text("old.ipynb")
+    live = Kernel(jupyter.runtime_dir, {"JPY_SESSION_NAME": "live.ipynb"})
+    try:
+        live.run_ok("%load_ext nbrelay")
+        live.run_ok('print("live output")')
+        expect(page.locator("nav li").first).to_contain_text("live.ipynb")
+        expect(page.locator("nav li.selected")).to_contain_text("live.ipynb")
+        expect(page.get_by_text("live output", exact=True)).to_be_visible()
+    finally:
+        live.shutdown()
