@@ -220,6 +220,8 @@ def export(args: argparse.Namespace) -> int:
 
 
 def recover(args: argparse.Namespace) -> int:
+    from nbformat import ValidationError
+
     from .notebook import read, recover, write
 
     path: Path = args.notebook
@@ -243,7 +245,14 @@ def recover(args: argparse.Namespace) -> int:
             )
         kernel = ran[0]  # the most recently active
     records = (r for r in client.history(kernel["kernel_id"]) if "seq" in r)
-    result = recover(notebook, records)
+    try:
+        result = recover(notebook, records)
+    except ValidationError as exc:  # the user's notebook: the outputs added are valid ones
+        reason = str(exc).strip().splitlines()[0]
+        raise NbrelayError(
+            f"{path} is not a valid notebook, so nothing was written: {reason}"
+        ) from None
+    plural = "" if result.filled == 1 else "s"
     target = path if args.in_place else args.output or path.with_suffix(".recovered.ipynb")
     if args.in_place:
         backup = path.with_name(path.name + ".bak")
@@ -252,7 +261,7 @@ def recover(args: argparse.Namespace) -> int:
     write(result.notebook, target)
     name = Sanitiser(styles=False).feed(kernel["kernel_id"][:12])  # any hello's text
     print(
-        f"filled {result.filled} cells from kernel {name} into {target}"
+        f"filled {result.filled} cell{plural} from kernel {name} into {target}"
         + (f"; {result.unmatched} executions matched no cell" if result.unmatched else "")
     )
     return 0

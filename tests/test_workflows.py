@@ -402,3 +402,48 @@ def test_export_ipynb_keeps_the_cell_ids(lab: tuple[Daemon, Kernel], tmp_path: P
     assert cli(daemon, "export", kernel.kernel_id, "-o", str(tmp_path / "lab.txt")).returncode == 0
     for text in (tail.stdout, (tmp_path / "lab.txt").read_text()):
         assert "twin 3" in text and "lab-" not in text and "nbrelay.cell" not in text
+
+
+def test_recover_upgrades_a_notebook_with_cell_ids_in_an_older_format(
+    ran: tuple[Daemon, Kernel], tmp_path: Path
+) -> None:
+    """A 4.0 notebook whose cells have ids (nbformat calls it invalid; some tools write such
+    files) is recovered as 4.5, its ids kept; and the count of cells filled reads well."""
+    daemon, _ = ran
+    path = tmp_path / "analysis.ipynb"
+    cell = {"cell_type": "code", "id": "kept-id", "source": CELLS["result"], "metadata": {}}
+    notebook = {"nbformat": 4, "nbformat_minor": 0, "metadata": {}, "cells": [cell]}
+    path.write_text(
+        json.dumps({**notebook, "cells": [{**cell, "outputs": [], "execution_count": None}]})
+    )
+    result = cli(daemon, "recover", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "filled 1 cell from" in result.stdout
+    recovered = nbformat.read(tmp_path / "analysis.recovered.ipynb", as_version=4)
+    nbformat.validate(recovered)
+    assert recovered.nbformat_minor == 5 and recovered.cells[0].id == "kept-id"
+    assert recovered.cells[0].outputs[0].data["text/plain"] == "42"
+
+
+def test_recover_refuses_an_invalid_notebook_in_one_line(
+    ran: tuple[Daemon, Kernel], tmp_path: Path
+) -> None:
+    """A notebook invalid in another way is left alone, with one line saying why."""
+    daemon, _ = ran
+    path = tmp_path / "analysis.ipynb"
+    cell = {"cell_type": "code", "source": "1", "metadata": {}, "outputs": []}
+    path.write_text(
+        json.dumps(
+            {
+                "nbformat": 4,
+                "nbformat_minor": 5,
+                "metadata": {},
+                "cells": [{**cell, "id": "a", "execution_count": "x"}],
+            }
+        )
+    )
+    result = cli(daemon, "recover", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"nbrelay: error: {path} is not a valid notebook")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "analysis.recovered.ipynb").exists()
