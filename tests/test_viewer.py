@@ -405,3 +405,16 @@ def test_the_kernel_list_shows_notebook_names_with_the_path_on_hover(
     button = page.locator("nav li button")
     expect(button.locator(".name")).to_have_text("analysis.ipynb")
     expect(button).to_have_attribute("title", "work/analysis.ipynb")
+
+
+def test_the_page_loads_without_a_failed_request(
+    daemon: Daemon, kernel: Kernel, page: Page
+) -> None:
+    """Every request of the page succeeds (its icon too): no error in the browser's console."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    expect(page.locator("#connection")).to_have_text("live")
+    icon = page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)")
+    assert icon == 200 and failed == []
