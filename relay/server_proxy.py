@@ -15,7 +15,11 @@ server; it replaces them with the daemon's own, since the Jupyter server has che
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,11 +59,29 @@ def setup_nbrelay() -> dict[str, Any]:
     }
 
 
+PARENT_CHECK_INTERVAL = 1.0  # seconds between checks that the Jupyter server still runs
+
+
+def _stop_with_the_jupyter_server() -> None:
+    """SIGTERM to this process (for a daemon, a clean stop) once the Jupyter server that
+    started it has exited: one that is killed, or stopped by a second Ctrl-C, leaves
+    jupyter-server-proxy's processes behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_INTERVAL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="nbrelay-parent", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """What jupyter-server-proxy runs: ``python -m nbrelay.server_proxy PORT``."""
     from .cli import build_parser, serve_args
 
     port = int((sys.argv[1:] if argv is None else argv)[0])
+    _stop_with_the_jupyter_server()
     try:
         forward.reach_daemon().close()
     except (NbrelayError, OSError):

@@ -197,3 +197,48 @@ def test_the_first_visit_shows_the_live_kernel_newest_first(
         expect(page.get_by_text("live output", exact=True)).to_be_visible()
     finally:
         live.shutdown()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not: nobody may reap an orphan here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _proxied_process(parent: int) -> int | None:
+    """The pid of the process jupyter-server-proxy started for nbrelay under ``parent``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"nbrelay.server_proxy" in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.parametrize("own_daemon", [False, True], ids=["forwarding", "its-own-daemon"])
+def test_the_proxied_process_stops_with_the_jupyter_server(
+    tmp_path: Path, own_daemon: bool
+) -> None:
+    """A Jupyter server killed (or stopped by a second Ctrl-C) leaves jupyter-server-proxy's
+    processes behind: the forwarder to the user's daemon stops then too, and the proxy's own
+    daemon stops cleanly."""
+    daemon = None if own_daemon else Daemon(tmp_path).start()
+    jupyter = JupyterServer(tmp_path)
+    try:
+        assert jupyter.get("nbrelay/").status_code == 200
+        child = _proxied_process(jupyter.proc.pid)
+        assert child is not None
+        jupyter.proc.kill()
+        jupyter.proc.wait(30)
+        wait_for(lambda: not _running(child), 10, "nbrelay's process to stop")
+        if own_daemon:  # a clean stop: it removed its runtime file
+            assert not (jupyter.runtime_dir / "nbrelay.json").exists()
+    finally:
+        jupyter.stop()
+        if daemon is not None:
+            daemon.stop()
