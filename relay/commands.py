@@ -99,7 +99,8 @@ def status(args: argparse.Namespace) -> int:
         return 0
     pid = f" (pid {report['pid']})" if report["pid"] else ""
     print(f"nbrelay is running at {report['url']}{pid}")
-    login = login_url(report["url"], client.endpoint.token, sys.stdout.isatty())
+    where = None if info else "NBRELAY_TOKEN"  # reached through NBRELAY_URL
+    login = login_url(report["url"], client.endpoint.token, sys.stdout.isatty(), where)
     print(f"    log a browser in (once): {login}")
     if report["db"]:
         print(f"    database: {report['db']}, {report['db_bytes'] / 1e6:.1f} MB")
