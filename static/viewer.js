@@ -121,10 +121,9 @@ class App {
       const item = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
-      // A kernel that speaks before the list says where it goes is the newest.
       button.addEventListener("click", () => { this.chosen = true; this.open(id); });
       item.append(button);
-      $("#kernels").prepend(item);
+      $("#kernels").prepend(item);  // one that speaks before the list has it is the newest
       entry = { info: { kernel_id: id }, item, button, view: null };
       this.kernels.set(id, entry);
     }
@@ -146,9 +145,12 @@ class App {
     return (infos.find((info) => info.connected) || infos[0] || {}).kernel_id || null;
   }
 
+  // Until the user picks a kernel, one that is not connected gives way to one that is.
   followPreferred() {
+    const shown = this.kernels.get(this.selected);
+    if (this.chosen || (shown && shown.info.connected)) return;
     const id = this.preferred();
-    if (!this.chosen && id && id !== this.selected) this.open(id);
+    if (id && id !== this.selected) this.open(id);
   }
 
   drawEntry(entry) {
