@@ -116,7 +116,8 @@ class Relay:
             body = json.loads(raw)
         except ValueError:
             body = None
-        token, code = (body.get("token"), body.get("code")) if isinstance(body, dict) else (0, 0)
+        fields = body if isinstance(body, dict) else {}
+        token, code = fields.get("token"), fields.get("code")
         if not (
             self.settings.unsafe_no_token
             or (isinstance(token, str) and self._is_token(token))

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 #: Seconds a login code stays good: long enough to open a page, short enough to be useless in
 #: a browser history or a log.
-CODE_TTL = 60.0
+CODE_TTL = 60
 #: Codes outstanding at once; minting more drops the oldest.
 MAX_CODES = 64
 

@@ -126,3 +126,13 @@ def test_links_printed_in_the_notebook_carry_no_token(
     link = f"{daemon.url}?kernel={kernel.kernel_id}"
     assert f"viewer: {link}\n" in loaded and f"viewer: {link}\n" in magic
     assert daemon.token not in loaded + magic
+
+
+def test_login_codes_are_bounded(daemon: Daemon) -> None:
+    """At most 64 login codes are outstanding: minting more drops the oldest."""
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    codes = [
+        httpx.post(daemon.url + "api/login-codes", headers=auth).json()["code"] for _ in range(65)
+    ]
+    log_in = [httpx.post(daemon.url + "api/login", json={"code": c}) for c in codes[:2]]
+    assert [r.status_code for r in log_in] == [401, 204]
