@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import NbrelayError
+from ..errors import START_HINT, NbrelayError
 from ..protocol import Hello, now_iso
 from ..runtime import locate_daemon
 from .cells import CellIds
@@ -122,11 +122,21 @@ def load_ipython_extension(ipython: Any) -> None:
     _process.cells = CellIds(ipython, _process.outbox.put)
     _process.cells.attach()
     ipython.register_magic_function(_magic, "line", "nbrelay")
+    kernel_id = _process.hello.kernel_id
     try:
-        where = locate_daemon().url
+        print(f"nbrelay: relaying kernel {kernel_id}; viewer: {_viewer_url(locate_daemon().url)}")
     except NbrelayError:
-        where = "the nbrelay daemon once it runs (start it with `nbrelay`)"
-    print(f"nbrelay: relaying kernel {_process.hello.kernel_id} to {where}")
+        print(
+            f"nbrelay: relaying kernel {kernel_id}; no daemon runs yet, so its output is kept "
+            f"here until one does ({START_HINT})"
+        )
+
+
+def _viewer_url(daemon_url: str) -> str:
+    """This kernel's page in the viewer, without the token: this is printed into the notebook,
+    which is saved and shared. A browser logs in once (``nbrelay status`` prints how)."""
+    assert _process is not None
+    return f"{daemon_url}?kernel={urllib.parse.quote(_process.hello.kernel_id)}"
 
 
 def status() -> str:
@@ -135,8 +145,8 @@ def status() -> str:
         return "nbrelay is not loaded in this kernel: %load_ext nbrelay"
     sender, stats = _process.sender, _process.outbox.stats()
     kernel_id = _process.hello.kernel_id
-    # The viewer's URL, token included, only for the daemon the sender reached: the port in
-    # a runtime file left by a crash may be another user's, whose page would read the token.
+    # The viewer's URL only for the daemon the sender reached: the port in a runtime file
+    # left by a crash may be another user's, whose page would be taken for ours.
     endpoint = sender.endpoint if sender.connected else None
     if endpoint is not None:
         link = f"connected to {endpoint.url}"
@@ -149,8 +159,7 @@ def status() -> str:
         f"{_process.outbox.limit_bytes / 2**20:.0f} MiB), {stats['dropped']} dropped",
     ]
     if endpoint is not None:
-        token = f"#token={endpoint.token}" if endpoint.token else ""
-        lines.append(f"    viewer: {endpoint.url}?kernel={urllib.parse.quote(kernel_id)}{token}")
+        lines.append(f"    viewer: {_viewer_url(endpoint.url)}")
     return "\n".join(lines)
 
 

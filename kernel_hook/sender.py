@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
 from .. import protocol
-from ..errors import NbrelayError
+from ..errors import START_HINT, NbrelayError
 from ..protocol import Hello, ProtocolError
 from ..runtime import Endpoint, connect_daemon, locate_daemon
 from .outbox import Entry, Outbox
@@ -166,7 +166,7 @@ class Sender:
             try:
                 endpoint = self._locate()
             except NbrelayError as exc:
-                self._report(f"{exc}; buffering output until one runs (start it with `nbrelay`)")
+                self._report(f"{exc}; buffering output until one runs ({START_HINT})")
             else:
                 handshakes = self._handshakes
                 try:
@@ -208,9 +208,10 @@ class Sender:
                 raise
             self._handshakes += 1
             self.endpoint, self.connected = endpoint, True
-            if self._problem is not None:
+            if self._problem is not None:  # said why it was not connected: now it is
+                again = " again" if self._handshakes > 1 else ""
                 log.warning(
-                    "nbrelay: connected to %s again; sending what was buffered", endpoint.url
+                    "nbrelay: connected to %s%s; sending what was buffered", endpoint.url, again
                 )
                 self._problem = None
             self._reader_error = None

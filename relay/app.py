@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol, static
 from .guard import Guard
+from .login import CODE_TTL, Login
 from .protocol import Hello, ProtocolError
 from .retention import Retention
 from .settings import Settings
@@ -35,6 +36,7 @@ STATIC_DIR = Path(static.__file__).parent
 # sustained output, thread wake-ups are most of what nbrelay costs the kernel, and the hook
 # needs acks only to free its buffer. So a connection gets at most one ack per interval.
 ACK_INTERVAL = 0.05
+MAX_LOGIN_BYTES = 4096  # a login request holds a token or a code, nothing more
 
 
 class BadQuery(ValueError):
@@ -77,8 +79,9 @@ class Relay:
         self.handlers: set[asyncio.Task[object]] = set()  # their tasks, for shutdown
         self.closing = asyncio.Event()
         self._token = settings.token.encode()
+        self.login = Login(settings.token, settings.base_url)
 
-    def authorized(self, conn: HTTPConnection) -> bool:
+    def holds_token(self, conn: HTTPConnection) -> bool:
         """The token, as ``Authorization: Bearer`` or ``?token=``, compared in constant time."""
         if self.settings.unsafe_no_token:
             return True
@@ -86,12 +89,49 @@ class Relay:
         scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             supplied = credentials.strip()
-        return supplied is not None and hmac.compare_digest(supplied.encode(), self._token)
+        return supplied is not None and self._is_token(supplied)
+
+    def _is_token(self, supplied: str) -> bool:
+        return hmac.compare_digest(supplied.encode(), self._token)
+
+    def authorized(self, conn: HTTPConnection) -> bool:
+        """The token, or the cookie of a browser that logged in with it (nbrelay.login)."""
+        return self.holds_token(conn) or self.login.cookie_ok(
+            conn.cookies.get(self.login.cookie_name)
+        )
 
     # -- HTTP ---------------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html")
+
+    async def log_in(self, request: Request) -> Response:
+        """``POST {"token"}`` or ``{"code"}`` (a login code): the login cookie, or 401."""
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_LOGIN_BYTES:
+                return JSONResponse({"error": "request too large"}, status_code=413)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        fields = body if isinstance(body, dict) else {}
+        token, code = fields.get("token"), fields.get("code")
+        if not (
+            self.settings.unsafe_no_token
+            or (isinstance(token, str) and self._is_token(token))
+            or (isinstance(code, str) and self.login.redeem(code))
+        ):
+            return JSONResponse({"error": "wrong or expired token or code"}, status_code=401)
+        return Response(status_code=204, headers={"set-cookie": self.login.set_cookie()})
+
+    async def login_codes(self, request: Request) -> Response:
+        """``POST``, with the token itself (a logged-in browser's cookie is not enough): a
+        login code for a page that must never see the token."""
+        if not self.holds_token(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return JSONResponse({"code": self.login.mint(), "expires_in": CODE_TTL})
 
     async def kernels(self, request: Request) -> Response:
         if not self.authorized(request):
@@ -380,6 +420,8 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/", relay.index),
+        Route("/api/login", relay.log_in, methods=["POST"]),
+        Route("/api/login-codes", relay.login_codes, methods=["POST"]),
         Route("/api/kernels", relay.kernels),
         Route("/api/health", relay.health),
         Route("/api/messages", relay.messages),

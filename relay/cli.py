@@ -268,7 +268,8 @@ def _token(args: argparse.Namespace) -> str | None:
     return read_token_file(Path(path)) if path else os.environ.get("NBRELAY_TOKEN") or None
 
 
-def _serve(args: argparse.Namespace) -> None:
+def serve_args(args: argparse.Namespace) -> None:
+    """Run the daemon in the foreground with the settings of parsed ``serve`` arguments."""
     from .server import serve  # the daemon's stack is imported only when serving
 
     token = _token(args)
@@ -305,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The token, if any, goes on in the environment or as --token-file: never in argv.
             return commands.detach(args.db, [a for a in argv if a != "--detach"])
         if args.command == "serve":
-            _serve(args)
+            serve_args(args)
         else:
             return int(getattr(commands, args.command)(args))
     except NbrelayError as exc:

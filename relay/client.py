@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import connect
 
 from . import protocol
-from .errors import NbrelayError, TokenRefused
+from .errors import START_HINT, NbrelayError, TokenRefused
 from .runtime import Endpoint, connect_daemon, locate_daemon
 
 TIMEOUT = 10.0  # seconds for one API request
@@ -36,7 +36,7 @@ class Client:
         try:
             self.endpoint = locate()
         except NbrelayError as exc:  # what is stored stays in the database meanwhile
-            raise NbrelayError(f"{exc}; start it with `nbrelay serve --detach`") from None
+            raise NbrelayError(f"{exc}; {START_HINT}") from None
 
     def get(self, path: str, **params: object) -> dict[str, Any]:
         """GET an API path, as JSON; NbrelayError saying what went wrong."""
@@ -69,8 +69,7 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise NbrelayError(
-                f"no nbrelay daemon answers at {self.endpoint.url} ({reason}); "
-                "start one with `nbrelay serve --detach`"
+                f"no nbrelay daemon answers at {self.endpoint.url} ({reason}); {START_HINT}"
             ) from None
 
     def kernels(self) -> list[dict[str, Any]]:

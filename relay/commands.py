@@ -18,7 +18,7 @@ from .client import Client
 from .datadir import open_private, private_data_folder
 from .errors import NbrelayError
 from .protocol import MAX_SEQ
-from .runtime import read_runtime_file, runtime_file
+from .runtime import login_url, read_runtime_file, runtime_file
 from .transcript import Sanitiser, plain_lines, render
 
 START_TIMEOUT = 30.0  # seconds for a detached daemon to serve
@@ -99,6 +99,9 @@ def status(args: argparse.Namespace) -> int:
         return 0
     pid = f" (pid {report['pid']})" if report["pid"] else ""
     print(f"nbrelay is running at {report['url']}{pid}")
+    where = None if info else "NBRELAY_TOKEN"  # reached through NBRELAY_URL
+    login = login_url(report["url"], client.endpoint.token, sys.stdout.isatty(), where)
+    print(f"    log a browser in (once): {login}")
     if report["db"]:
         print(f"    database: {report['db']}, {report['db_bytes'] / 1e6:.1f} MB")
     print(f"    storage: {report['storage']}, {report['last_seq']} records")
@@ -218,6 +221,8 @@ def export(args: argparse.Namespace) -> int:
 
 
 def recover(args: argparse.Namespace) -> int:
+    from nbformat import ValidationError
+
     from .notebook import read, recover, write
 
     path: Path = args.notebook
@@ -241,7 +246,14 @@ def recover(args: argparse.Namespace) -> int:
             )
         kernel = ran[0]  # the most recently active
     records = (r for r in client.history(kernel["kernel_id"]) if "seq" in r)
-    result = recover(notebook, records)
+    try:
+        result = recover(notebook, records)
+    except ValidationError as exc:  # the user's notebook: the outputs added are valid ones
+        reason = str(exc).strip().splitlines()[0]
+        raise NbrelayError(
+            f"{path} is not a valid notebook, so nothing was written: {reason}"
+        ) from None
+    plural = "" if result.filled == 1 else "s"
     target = path if args.in_place else args.output or path.with_suffix(".recovered.ipynb")
     if args.in_place:
         backup = path.with_name(path.name + ".bak")
@@ -250,7 +262,7 @@ def recover(args: argparse.Namespace) -> int:
     write(result.notebook, target)
     name = Sanitiser(styles=False).feed(kernel["kernel_id"][:12])  # any hello's text
     print(
-        f"filled {result.filled} cells from kernel {name} into {target}"
+        f"filled {result.filled} cell{plural} from kernel {name} into {target}"
         + (f"; {result.unmatched} executions matched no cell" if result.unmatched else "")
     )
     return 0

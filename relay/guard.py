@@ -6,30 +6,43 @@ else runs:
 
 * a Host header that is malformed gets 400; while the daemon listens on loopback, one that
   does not name a loopback address (or an ``--allow-host``) gets 403;
-* a WebSocket handshake that carries an Origin must come from the daemon's own origin (or an
-  ``--allow-origin``), exactly; anything else, ``null`` included, gets 403, token or not.
-  Clients that send no Origin (the kernel hook, the CLI) are not browsers and hold the token;
+* a WebSocket handshake or a POST (a login) that carries an Origin must come from the
+  daemon's own origin (or an ``--allow-origin``), exactly; anything else, ``null`` included,
+  gets 403, token or cookie or not. Clients that send no Origin (the kernel hook, the CLI,
+  the Jupyter server) are not browsers;
 * every HTTP response says how the browser must treat it (CSP, no referrer, no sniffing).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import re
+from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from . import static
 from .settings import Settings, is_loopback
+
+#: The one inline script the page runs: frame.js, which the viewer puts into each sandboxed
+#: HTML output (a sandboxed frame's own requests carry no cookie: behind a login, as through
+#: jupyter-server-proxy, it could not load the file). Allowed by its hash, so kernel HTML that
+#: holds other scripts still runs none.
+_FRAME_SCRIPT = (Path(static.__file__).parent / "frame.js").read_bytes()
+FRAME_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_FRAME_SCRIPT).digest()).decode()
 
 #: The viewer runs only its own scripts; kernel HTML goes into sandboxed iframes that
 #: inherit this policy, so kernel scripts do not run at all.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'self'; object-src 'none'"
+    f"default-src 'none'; script-src 'self' '{FRAME_SCRIPT_HASH}'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'; "
+    "object-src 'none'"
 )
 SECURITY_HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
@@ -82,6 +95,8 @@ class Guard:
         own = origin is None or origin == f"http://{raw_host}" or origin in self.allow_origins
         if scope["type"] == "websocket" and not own:
             return 403, "cross-origin WebSocket refused (see --allow-origin)"
+        if scope.get("method") not in (None, "GET", "HEAD") and not own:
+            return 403, "cross-origin request refused (see --allow-origin)"
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -361,7 +361,14 @@ def _by_source(code: list[NotebookNode], runs: list[Execution]) -> tuple[Pairs, 
 
 
 def read(path: Path) -> NotebookNode:
+    """The notebook at ``path``, as nbformat 4. One whose cells have ids in a 4.0 to 4.4 file
+    (nbformat allows ids from 4.5 on, but some tools write them into older files) is upgraded
+    to 4.5 as Jupyter upgrades notebooks: its cells keep their ids, the others get one."""
     notebook: NotebookNode = nbformat.read(path, as_version=4)
+    if notebook.nbformat_minor < 5 and any("id" in cell for cell in notebook.cells):
+        for cell in notebook.cells:
+            cell.setdefault("id", random_cell_id())
+        notebook.nbformat_minor = 5
     return notebook
 
 

@@ -109,6 +109,19 @@ def read_runtime_file() -> dict[str, Any]:
     return info
 
 
+def login_url(url: str, token: str, terminal: bool, where: str | None = None) -> str:
+    """The viewer URL that logs a browser in (``#token=``), to print: with the token only on
+    a terminal. Printed into a file (a detached daemon's log, a journal, a pipe), the token
+    would outlive the daemon and reach whoever reads it: the URL says ``where`` it is instead
+    (by default, the runtime file)."""
+    if not token:
+        return url
+    if terminal:
+        return f"{url}#token={token}"
+    where = where or str(runtime_file())
+    return f"{url}#token=... (the token is in {where}: it is never written to a log)"
+
+
 def remove_runtime_file(pid: int) -> None:
     """Remove the runtime file if it is still ours: a newer daemon may have replaced it."""
     try:

@@ -20,7 +20,7 @@ from .app import Relay, create_app
 from .datadir import private_data_folder
 from .errors import NbrelayError
 from .lock import DatabaseLock
-from .runtime import remove_runtime_file, write_runtime_file
+from .runtime import login_url, remove_runtime_file, write_runtime_file
 from .settings import Settings
 from .store import check_database
 
@@ -183,23 +183,19 @@ def _announce(settings: Settings, url: str, port: int) -> None:
     logs. ``serve --detach`` prints the whole URL itself, from the runtime file.
     """
     pid = os.getpid()
-    path = write_runtime_file(
+    token = "" if settings.unsafe_no_token else settings.token
+    write_runtime_file(
         {
             "url": url,
             "host": settings.host,
             "port": port,
-            "token": "" if settings.unsafe_no_token else settings.token,
+            "token": token,
             "pid": pid,
             "db": str(settings.db),
             "version": __version__,
         }
     )
-    if settings.unsafe_no_token:
-        viewer = url
-    elif sys.stdout.isatty():
-        viewer = f"{url}#token={settings.token}"
-    else:
-        viewer = f"{url}#token=... (the token is in {path}: it is never written to a log)"
+    viewer = login_url(url, token, sys.stdout.isatty())
     print(
         f"nbrelay {__version__} is storing kernel output in {settings.db}\n"
         f"    Viewer: {viewer}\n"

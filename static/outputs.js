@@ -6,7 +6,12 @@
 import { Terminal } from "./terminal.js";
 
 export const SHOWN_LINES = 2000;  // stream lines in the DOM at first; "show earlier" adds more
-const FRAME_SCRIPT = new URL("frame.js", import.meta.url).href;
+// Inlined into each HTML output's frame, not loaded from a URL: a sandboxed frame's requests
+// carry no cookie, and behind jupyter-server-proxy a request without one gets Jupyter's login
+// page instead. The page's CSP allows this one inline script by its hash (relay/guard.py).
+// Fetched once, without holding up the page (the viewer takes the token out of the address
+// bar as soon as it runs).
+const FRAME_SCRIPT = fetch(new URL("frame.js", import.meta.url)).then((response) => response.text());
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -145,13 +150,15 @@ function renderMime(data) {
 }
 
 // Kernel HTML in an iframe with an opaque origin: no access to this page, its storage or
-// the token. It inherits this page's CSP, so the kernel's own scripts do not run; only
-// frame.js (ours) does, to report the content's height.
+// the login. It inherits this page's CSP, so the kernel's own scripts do not run; only
+// frame.js (ours, allowed by its hash) does, to report the content's height.
 function sandboxed(html) {
   const frame = el("iframe", "html");
   frame.sandbox = "allow-scripts";
   frame.title = "kernel output";
-  frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script src="${FRAME_SCRIPT}"></script>${html}`;
+  FRAME_SCRIPT.then((script) => {
+    frame.srcdoc = `<!doctype html><meta charset=utf-8><base target=_blank><script>${script}</script>${html}`;
+  });
   return frame;
 }
 

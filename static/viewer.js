@@ -7,7 +7,6 @@
 
 import { KernelView } from "./outputs.js";
 
-const TOKEN_KEY = "nbrelay.token";
 const TAIL = 1000;  // records loaded when a kernel opens, and per "load earlier"
 const KEPT = 20 * TAIL;  // records a followed view holds before it starts over from its last TAIL
 const POLL_MS = 5000;
@@ -15,18 +14,38 @@ const MAX_DELAY_MS = 5000;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 const $ = (selector) => document.querySelector(selector);
 
-function takeToken() {
-  // The URL nbrelay prints carries #token=...; keep it for this tab, then drop it from the bar.
-  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token")
-    || new URLSearchParams(location.search).get("token");
-  if (fromUrl) {
-    sessionStorage.setItem(TOKEN_KEY, fromUrl);
-    const url = new URL(location.href);
-    url.hash = "";
-    url.searchParams.delete("token");
-    history.replaceState(null, "", url.pathname + url.search);
-  }
-  return sessionStorage.getItem(TOKEN_KEY) || "";
+// The URL that nbrelay prints carries #token=..., and a Jupyter extension's link #code=... (a
+// single-use login code): either logs this browser in once, with an HttpOnly cookie that this
+// page cannot read, and leaves the address bar. Plain links work after that.
+async function logIn() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get("token") || new URLSearchParams(location.search).get("token");
+  const code = fragment.get("code");
+  if (!token && !code) return;
+  const url = new URL(location.href);
+  url.hash = "";
+  url.searchParams.delete("token");
+  history.replaceState(null, "", url.pathname + url.search);
+  await fetch(new URL("api/login", url), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(token ? { token } : { code }),
+  });
+}
+
+// What a browser that is not logged in sees instead of output: how to log in.
+function showLogin() {
+  const box = document.createElement("div");
+  box.id = "login";
+  const title = document.createElement("h2");
+  title.textContent = "This browser is not logged in to nbrelay";
+  const how = document.createElement("p");
+  how.append(
+    "Run ", Object.assign(document.createElement("code"), { textContent: "nbrelay status" }),
+    " in a terminal and open the login URL that it prints, once: plain links work after that.",
+  );
+  box.append(title, how);
+  $("#view").replaceChildren(box);
 }
 
 function ago(iso) {
@@ -41,10 +60,11 @@ function ago(iso) {
 
 class App {
   constructor() {
-    this.token = takeToken();
     this.base = new URL(".", location.href);
     this.kernels = new Map();  // id -> {info, item, view}
     this.selected = new URLSearchParams(location.search).get("kernel");
+    this.chosen = Boolean(this.selected);  // by the user: a click, or the URL
+    this.order = [];  // kernel ids as the daemon lists them: newest first
     this.ws = null;
     this.delay = 500;
     this.follow = true;
@@ -55,13 +75,18 @@ class App {
   async api(path, params = {}) {
     const url = new URL(path, this.base);
     for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-    const response = await fetch(url, { headers: { Authorization: `Bearer ${this.token}` } });
+    const response = await fetch(url);
     if (response.status === 401) {
-      this.setState("the token was refused: open the URL that `nbrelay` printed", "error");
+      this.loggedOut();
       throw new Error("unauthorized");
     }
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
     return response.json();
+  }
+
+  loggedOut() {
+    this.setState("not logged in", "error");
+    showLogin();
   }
 
   setState(text, kind) {
@@ -83,8 +108,8 @@ class App {
     } catch {
       return;
     }
-    setInterval(() => this.refreshKernels().catch(() => {}), POLL_MS);
-    if (!this.selected && this.kernels.size) this.selected = this.kernels.keys().next().value;
+    setInterval(() => this.refreshKernels().then(() => this.followPreferred()).catch(() => {}), POLL_MS);
+    if (!this.selected) this.selected = this.preferred();
     if (this.selected) await this.open(this.selected);
     else this.connect();  // nothing yet: wait for the first kernel to speak
     await listed.catch(() => {});
@@ -96,9 +121,9 @@ class App {
       const item = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
-      button.addEventListener("click", () => this.open(id));
+      button.addEventListener("click", () => { this.chosen = true; this.open(id); });
       item.append(button);
-      $("#kernels").append(item);
+      $("#kernels").prepend(item);  // one that speaks before the list has it is the newest
       entry = { info: { kernel_id: id }, item, button, view: null };
       this.kernels.set(id, entry);
     }
@@ -108,7 +133,24 @@ class App {
   async refreshKernels() {
     const { kernels } = await this.api("api/kernels");
     for (const info of kernels) this.entry(info.kernel_id).info = info;
+    this.order = kernels.map((info) => info.kernel_id);
+    $("#kernels").append(...this.order.map((id) => this.kernels.get(id).item));  // newest first
     for (const entry of this.kernels.values()) this.drawEntry(entry);
+  }
+
+  // The kernel to show while the user has chosen none: the newest connected one, else the
+  // newest. A kernel's buffered output can reach the daemon after the page opened.
+  preferred() {
+    const infos = this.order.map((id) => this.kernels.get(id).info);
+    return (infos.find((info) => info.connected) || infos[0] || {}).kernel_id || null;
+  }
+
+  // Until the user picks a kernel, one that is not connected gives way to one that is.
+  followPreferred() {
+    const shown = this.kernels.get(this.selected);
+    if (this.chosen || (shown && shown.info.connected)) return;
+    const id = this.preferred();
+    if (id && id !== this.selected) this.open(id);
   }
 
   drawEntry(entry) {
@@ -116,11 +158,11 @@ class App {
     const said = ["exited", "unloaded"].includes(info.execution_state); // the hook said why
     const gone = said ? info.execution_state : "disconnected";
     const state = info.connected === false ? gone : (entry.view && entry.view.state) || info.execution_state || "";
-    const name = info.notebook || info.kernel_id;
     entry.button.replaceChildren();
     const title = document.createElement("span");
     title.className = "name";
-    title.textContent = name;
+    title.textContent = info.notebook ? info.notebook.split("/").pop() : info.kernel_id;
+    entry.button.title = info.notebook || info.kernel_id;  // the whole path, on hover
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.textContent = [info.hostname, ago(info.last_time)].filter(Boolean).join(" · ");
@@ -165,7 +207,7 @@ class App {
     const view = this.view;
     const url = new URL("ws/view", this.base);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-    const params = { since: view ? view.lastSeq : 0, token: this.token };
+    const params = { since: view ? view.lastSeq : 0 };
     if (view) params.kernel_id = view.id;
     url.search = new URLSearchParams(params);
     const ws = new WebSocket(url);
@@ -196,7 +238,7 @@ class App {
     ws.onclose = (event) => {
       if (ws !== this.ws) return;
       if (event.code === 1008) {
-        this.setState("the token was refused: open the URL that `nbrelay` printed", "error");
+        this.loggedOut();
         return;
       }
       this.reconnectIn(this.delay * (0.5 + Math.random()));
@@ -304,4 +346,4 @@ class App {
   }
 }
 
-new App().start();
+logIn().finally(() => new App().start());

@@ -373,3 +373,28 @@ def test_a_crashed_daemons_port_taken_by_another_user_gets_no_token_and_no_outpu
         finally:
             k.shutdown()
     assert b"hunter42" not in received.read_bytes()
+
+
+START_HINT = (
+    "start it with `nbrelay serve --detach`, or with the nbrelay tile in JupyterLab's launcher"
+)
+
+
+def test_without_a_daemon_the_kernel_and_the_cli_give_one_hint(tmp_path: Path) -> None:
+    """With no daemon, the kernel (in the cell and in its log) and the CLI say how to start
+    one in the same words; the kernel's first connection is not called a reconnection."""
+    daemon = Daemon(tmp_path)
+    kernel = Kernel(daemon.runtime_dir)
+    try:
+        loaded = stream_text(kernel.run_ok("%load_ext nbrelay"))
+        wait_for(lambda: START_HINT in kernel.log_path.read_text(), 10, "the hint in the log")
+        cli = nbrelay("ls", runtime=daemon.runtime_dir)
+        daemon.start()
+        wait_for(lambda: "connected to" in kernel.log_path.read_text(), 20, "the connection")
+        log = kernel.log_path.read_text()
+    finally:
+        kernel.shutdown()
+        if daemon.proc is not None:
+            daemon.stop()
+    assert START_HINT in loaded and START_HINT in cli.stderr
+    assert f"connected to {daemon.url}; sending what was buffered" in log and "again" not in log

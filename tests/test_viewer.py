@@ -27,7 +27,7 @@ def test_page_groups_output_by_cell_and_resumes_after_a_crash(
     cells = page.locator(f'.kernel[data-kernel="{kernel.kernel_id}"] .cell')
     expect(cells.filter(has_text="first cell")).to_have_count(1)
     expect(page.locator("#connection")).to_have_text("live")
-    expect(page.locator("nav li.selected")).to_contain_text("work/analysis.ipynb")
+    expect(page.locator("nav li.selected")).to_contain_text("analysis.ipynb")
 
     port = daemon.port
     daemon.kill()
@@ -270,7 +270,7 @@ def test_kernel_list_shows_state_and_selection(
     expect(items).to_have_count(3)
     third.run_ok("%unload_ext nbrelay")
     expect(page.locator("nav li:has-text('side.ipynb') .badge")).to_have_text("unloaded")
-    expect(page.locator("nav li.selected")).to_contain_text("work/analysis.ipynb")
+    expect(page.locator("nav li.selected")).to_contain_text("analysis.ipynb")
     expect(page.locator("nav li.selected .badge")).to_have_text("idle")
     page.locator("nav li:not(.selected):has-text('analysis') button").click()
     expect(page).to_have_url(re.compile(f"kernel={second.kernel_id}"))
@@ -395,3 +395,26 @@ def test_a_cell_run_from_jupyterlab_shows_only_its_own_output(
         expect(cell).to_have_count(1)
         expect(cell.locator(".outputs > *")).to_have_count(1)
         expect(cell.locator(".outputs")).to_have_text(text)
+
+
+def test_the_kernel_list_shows_notebook_names_with_the_path_on_hover(
+    daemon: Daemon, kernel: Kernel, page: Page
+) -> None:
+    """A kernel is listed by its notebook's name, whole; its path shows on hover."""
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    button = page.locator("nav li button")
+    expect(button.locator(".name")).to_have_text("analysis.ipynb")
+    expect(button).to_have_attribute("title", "work/analysis.ipynb")
+
+
+def test_the_page_loads_without_a_failed_request(
+    daemon: Daemon, kernel: Kernel, page: Page
+) -> None:
+    """Every request of the page succeeds (its icon too): no error in the browser's console."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
+    page.goto(f"{daemon.url}#token={daemon.token}")
+    expect(page.locator("#connection")).to_have_text("live")
+    icon = page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)")
+    assert icon == 200 and failed == []

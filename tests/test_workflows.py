@@ -102,7 +102,7 @@ def test_unknown_kernel_wrong_token_and_no_daemon_are_one_line_errors(
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr
     none = nbrelay("ls", runtime=tmp_path)
     assert none.returncode == 1 and "no nbrelay daemon is running" in none.stderr
-    assert "start it with `nbrelay serve --detach`" in none.stderr
+    assert "start it with `nbrelay serve --detach`, or with the nbrelay tile" in none.stderr
 
 
 def test_export_txt_and_jsonl(ran: tuple[Daemon, Kernel], tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_nbrelay_magic_says_where_output_goes(ran: tuple[Daemon, Kernel]) -> Non
     text = "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
     assert f"connected to {daemon.url}" in text
     assert "0 dropped" in text
-    assert f"viewer: {daemon.url}?kernel={kernel.kernel_id}#token={daemon.token}" in text
+    assert f"viewer: {daemon.url}?kernel={kernel.kernel_id}\n" in text
 
 
 def test_tail_follow_survives_a_daemon_restart(tmp_path: Path) -> None:
@@ -402,3 +402,48 @@ def test_export_ipynb_keeps_the_cell_ids(lab: tuple[Daemon, Kernel], tmp_path: P
     assert cli(daemon, "export", kernel.kernel_id, "-o", str(tmp_path / "lab.txt")).returncode == 0
     for text in (tail.stdout, (tmp_path / "lab.txt").read_text()):
         assert "twin 3" in text and "lab-" not in text and "nbrelay.cell" not in text
+
+
+def test_recover_upgrades_a_notebook_with_cell_ids_in_an_older_format(
+    ran: tuple[Daemon, Kernel], tmp_path: Path
+) -> None:
+    """A 4.0 notebook whose cells have ids (nbformat calls it invalid; some tools write such
+    files) is recovered as 4.5, its ids kept; and the count of cells filled reads well."""
+    daemon, _ = ran
+    path = tmp_path / "analysis.ipynb"
+    cell = {"cell_type": "code", "id": "kept-id", "source": CELLS["result"], "metadata": {}}
+    notebook = {"nbformat": 4, "nbformat_minor": 0, "metadata": {}, "cells": [cell]}
+    path.write_text(
+        json.dumps({**notebook, "cells": [{**cell, "outputs": [], "execution_count": None}]})
+    )
+    result = cli(daemon, "recover", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "filled 1 cell from" in result.stdout
+    recovered = nbformat.read(tmp_path / "analysis.recovered.ipynb", as_version=4)
+    nbformat.validate(recovered)
+    assert recovered.nbformat_minor == 5 and recovered.cells[0].id == "kept-id"
+    assert recovered.cells[0].outputs[0].data["text/plain"] == "42"
+
+
+def test_recover_refuses_an_invalid_notebook_in_one_line(
+    ran: tuple[Daemon, Kernel], tmp_path: Path
+) -> None:
+    """A notebook invalid in another way is left alone, with one line saying why."""
+    daemon, _ = ran
+    path = tmp_path / "analysis.ipynb"
+    cell = {"cell_type": "code", "source": "1", "metadata": {}, "outputs": []}
+    path.write_text(
+        json.dumps(
+            {
+                "nbformat": 4,
+                "nbformat_minor": 5,
+                "metadata": {},
+                "cells": [{**cell, "id": "a", "execution_count": "x"}],
+            }
+        )
+    )
+    result = cli(daemon, "recover", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"nbrelay: error: {path} is not a valid notebook")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "analysis.recovered.ipynb").exists()
