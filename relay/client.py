@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import random
 import re
 import time
@@ -40,15 +41,21 @@ class Client:
 
     def get(self, path: str, **params: object) -> dict[str, Any]:
         """GET an API path, as JSON; NbrelayError saying what went wrong."""
-        answer: dict[str, Any] = loads(self._fetch(path, **params))
+        answer: dict[str, Any] = loads(self._fetch(path, None, **params))
         return answer
 
-    def _fetch(self, path: str, **params: object) -> bytes:
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON to an API path; its JSON answer, or NbrelayError."""
+        answer: dict[str, Any] = loads(self._fetch(path, json.dumps(body).encode()))
+        return answer
+
+    def _fetch(self, path: str, data: bytes | None = None, **params: Any) -> bytes:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = self.endpoint.url.rstrip("/") + "/" + path + (f"?{query}" if query else "")
-        request = urllib.request.Request(
-            url, headers={"Authorization": f"Bearer {self.endpoint.token}"}
-        )
+        headers = {"Authorization": f"Bearer {self.endpoint.token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, headers=headers)
         # The daemon is local or tunnelled: never through an HTTP proxy from the environment.
         opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), _DaemonHandler(self.endpoint)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -21,7 +22,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .client import PAGE, Client
-from .errors import NbrelayError, TokenRefused
+from .errors import START_HINT, NbrelayError, TokenRefused
 from .protocol import MAX_SEQ, START
 from .restore import current_process, plan
 
@@ -30,7 +31,7 @@ from .restore import current_process, plan
 MAX_BODY_BYTES = 32 * 2**20
 
 HINTS = {
-    "no-daemon": "start the daemon with `nbrelay` in a terminal (or `nbrelay serve --detach`)",
+    "no-daemon": START_HINT,
     "refused": "the Jupyter server's NBRELAY_TOKEN is not the daemon's: fix it, or unset it to "
     "use the daemon's runtime file",
     "not-relaying": "run `%load_ext nbrelay` in this notebook, or `nbrelay enable` once for "
@@ -39,7 +40,12 @@ HINTS = {
 
 
 def _state(state: str, why: str) -> dict[str, Any]:
-    return {"state": state, "message": f"{why}: {HINTS[state]}" if state in HINTS else why}
+    return {"state": state, "message": f"{why}: {HINTS[state]}"}
+
+
+def _why(exc: NbrelayError) -> str:
+    """The client's message without its own hint: the page gives the hint of the state."""
+    return str(exc).split("; ", 1)[0]
 
 
 def _records(client: Client, kernel_id: str) -> tuple[list[dict[str, Any]], bool]:
@@ -65,9 +71,9 @@ def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict
         client = Client()
         kernels = client.kernels()
     except TokenRefused as exc:
-        return _state("refused", str(exc).split("; check")[0])
+        return _state("refused", _why(exc))
     except NbrelayError as exc:
-        return _state("no-daemon", str(exc).split("; start")[0])
+        return _state("no-daemon", _why(exc))
     known = next((k for k in kernels if k["kernel_id"] == kernel_id), None)
     if known is None:
         return _state("not-relaying", "this kernel has sent nothing to nbrelay")
@@ -76,7 +82,7 @@ def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict
     try:
         records, pruned = _records(client, kernel_id)
     except NbrelayError as exc:
-        return _state("no-daemon", str(exc).split("; start")[0])
+        return _state("no-daemon", _why(exc))
     if known.get("execution_state") == "unloaded":
         state = _state("not-relaying", "nbrelay was unloaded in this kernel")
     else:
@@ -128,7 +134,47 @@ class RestoreHandler(APIHandler):
         return pid if isinstance(pid, int) else None
 
 
+def viewer_url(kernel_id: str) -> str:
+    """The daemon's viewer on ``kernel_id``, with a one-time login code for the browser: the
+    page trades it for the daemon's cookie, and the token itself never leaves this process.
+    Blocking; NbrelayError if the daemon cannot be asked."""
+    client = Client()
+    code = client.post("api/login-codes", {})["code"]
+    query = urllib.parse.urlencode({"kernel": kernel_id}) if kernel_id else ""
+    return f"{client.endpoint.url}{'?' + query if query else ''}#code={code}"
+
+
+class ViewerHandler(APIHandler):
+    """``GET ?kernel_id=K``: to the nbrelay viewer on that kernel, with no second login.
+
+    Through jupyter-server-proxy where it runs (``<server>/nbrelay/``, under the Jupyter
+    server's own login, and it reaches a daemon on this machine from any browser); else
+    straight to the daemon, logged in by a one-time code.
+    """
+
+    @web.authenticated
+    async def get(self) -> None:
+        kernel_id = self.get_query_argument("kernel_id", "")
+        if self._proxied():
+            query = urllib.parse.urlencode({"kernel": kernel_id}) if kernel_id else ""
+            self.redirect(url_path_join(self.base_url, "nbrelay/") + (f"?{query}" if query else ""))
+            return
+        try:
+            url = await asyncio.to_thread(viewer_url, kernel_id)
+        except NbrelayError as exc:
+            raise web.HTTPError(503, reason=_why(exc)) from None
+        self.redirect(url)
+
+    def _proxied(self) -> bool:
+        server = self.serverapp
+        proxy = server.extension_manager.extensions.get("jupyter_server_proxy") if server else None
+        return bool(proxy is not None and proxy.enabled)
+
+
 def _load_jupyter_server_extension(server: ServerApp) -> None:
     base = server.web_app.settings["base_url"]
-    handlers = [(url_path_join(base, "api/nbrelay/restore"), RestoreHandler)]
+    handlers = [
+        (url_path_join(base, "api/nbrelay/restore"), RestoreHandler),
+        (url_path_join(base, "api/nbrelay/viewer"), ViewerHandler),
+    ]
     server.web_app.add_handlers(".*$", handlers)  # type: ignore[no-untyped-call]

@@ -27,6 +27,8 @@ from support import (
     wait_for,
 )
 
+from nbrelay.errors import START_HINT
+
 pytestmark = pytest.mark.xdist_group("jupyter")  # one Jupyter server for the module
 expect.set_options(timeout=30_000 * FACTOR)
 
@@ -203,7 +205,10 @@ def test_a_blip_between_browser_and_server_loses_and_repeats_nothing(
             "the cell to print on while the page is cut off",
         )
         blip.mend()
-        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text(f"line {printed + 60}")
+        # JupyterLab reconnects after a random backoff that grows with each failed attempt.
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text(
+            f"line {printed + 60}", timeout=120_000 * FACTOR
+        )
         Path(stop).touch()
         msgs = nb.execution(code)
         expected = stream_text(msgs).rstrip("\n")
@@ -260,7 +265,7 @@ def test_the_status_says_when_the_daemon_is_down_and_a_click_restores_once_it_is
 
     nb.open()
     expect(nb.status).to_have_attribute("data-state", "no-daemon")
-    expect(nb.status).to_have_attribute("title", re.compile("start the daemon with `nbrelay`"))
+    expect(nb.status).to_have_attribute("title", re.compile(re.escape(START_HINT)))
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_count(0)
     daemon.start(port=port)
     wait_for(
@@ -278,3 +283,24 @@ def test_the_status_says_when_the_daemon_is_down_and_a_click_restores_once_it_is
     )
     expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text("[2]:")
     assert not nb.errors
+
+
+def test_the_viewer_link_opens_this_kernel_without_a_second_login(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """The toolbar's viewer link opens the nbrelay viewer on the notebook's kernel, under the
+    Jupyter server's login only: the daemon's token is nowhere in the page or its address."""
+    _, daemon = jupyter
+    nb = notebook(LOAD, "print('seen in the viewer')")
+    page = nb.open()
+    nb.run(0)
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.run(1)
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("seen in the viewer")
+    with page.expect_popup() as opened:
+        page.locator(".jp-nbrelay-viewer").click()
+    viewer = opened.value
+    expect(viewer.locator(".cell").filter(has_text="seen in the viewer")).to_have_count(1)
+    assert f"kernel={nb.kernel_id}" in viewer.url
+    assert daemon.token not in viewer.url + viewer.content() + page.content()
+    viewer.close()

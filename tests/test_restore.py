@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 from support import Daemon, Kernel, relayed
 
-from nbrelay.jupyter_extension import answer
+from nbrelay.errors import START_HINT
+from nbrelay.jupyter_extension import answer, viewer_url
 
 CELL_ID = "c0ffee00-0000-4000-8000-000000000001"
 CODE = (
@@ -29,10 +31,7 @@ def test_each_state_says_how_to_fix_it(
     state and a hint; nothing is restored for them."""
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "empty"))
     no_daemon = answer(kernel.kernel_id, [], None)
-    assert (
-        no_daemon["state"] == "no-daemon"
-        and "start the daemon with `nbrelay`" in (no_daemon["message"])
-    )
+    assert no_daemon["state"] == "no-daemon" and START_HINT in no_daemon["message"]
 
     monkeypatch.setenv("NBRELAY_URL", daemon.url)
     monkeypatch.setenv("NBRELAY_TOKEN", "not-the-token-0123456789")
@@ -73,3 +72,20 @@ def test_a_cell_gets_its_latest_execution_as_jupyter_shows_it(
     assert display["content"]["data"]["text/plain"] == "'v2'"
     assert display["content"]["transient"]["display_id"]
     assert stream == {"msg_type": "stream", "content": {"name": "stdout", "text": "b\n"}}
+
+
+def test_the_viewer_url_logs_a_browser_in_once_without_the_token(
+    daemon: Daemon, kernel: Kernel, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without jupyter-server-proxy, the link goes to the daemon with a one-time code: the
+    page shows the kernel, the token is not in the URL, and the code does not work twice."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(daemon.runtime_dir))
+    relayed(daemon, kernel, kernel.run_ok("print('through a login code')"))
+    url = viewer_url(kernel.kernel_id)
+    assert daemon.token not in url and "#code=" in url
+    page.goto(url)
+    expect(page.locator(".cell").filter(has_text="through a login code")).to_have_count(1)
+    other = page.context.browser.new_page()  # type: ignore[union-attr]
+    other.goto(url)  # the same code again, in a browser that has no cookie
+    expect(other.get_by_text("nbrelay status")).to_be_visible()
+    other.close()

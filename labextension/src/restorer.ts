@@ -17,6 +17,12 @@ import { AdoptedFuture } from './future';
  * nbrelay/restore.py, which is five times more, for those that are in both). */
 const RECENT = 2000;
 
+/** When to ask again when a snapshot came from a relay that was behind the page (ms). */
+const RETRIES = [100, 300, 1000, 3000];
+
+/** When to ask again after a cell ran while the kernel was not relaying (ms). */
+const RECHECKS = [0, 500, 2000, 5000];
+
 /** The state the status item shows. */
 export interface IRelayState {
   state: IRestoreReply['state'] | 'checking' | 'error';
@@ -98,6 +104,11 @@ export class Restorer implements IDisposable {
     return this._state;
   }
 
+  /** The id of the notebook's kernel, once it has one. */
+  get kernelId(): string | null {
+    return this._kernel?.id ?? null;
+  }
+
   get isDisposed(): boolean {
     return this._disposed;
   }
@@ -107,6 +118,7 @@ export class Restorer implements IDisposable {
       return;
     }
     this._disposed = true;
+    window.clearTimeout(this._rechecking);
     this._attach(null);
     Signal.clearData(this);
   }
@@ -123,6 +135,7 @@ export class Restorer implements IDisposable {
       return;
     }
     this._running = true;
+    let stale = false;
     try {
       const reply = await requestRestore(kernel.id, this._cells());
       if (kernel !== this._kernel) {
@@ -132,6 +145,7 @@ export class Restorer implements IDisposable {
       if (!auto || this._options.autoRestore) {
         this._apply(reply.cells ?? []);
       }
+      stale = this._stale(reply.cells ?? []);
     } catch (error) {
       this._setState({
         state: 'error',
@@ -143,7 +157,30 @@ export class Restorer implements IDisposable {
     if (this._again) {
       this._again = false;
       await this.restore(auto);
+    } else if (stale && this._retries < RETRIES.length) {
+      // The relay was behind the page: ask again once it has caught up.
+      window.setTimeout(() => void this.restore(auto), RETRIES[this._retries++]);
+    } else if (!stale) {
+      this._retries = 0;
     }
+  }
+
+  /** Whether a snapshot may miss output that this page will never receive live: it says an
+   * execution runs while the kernel is idle (its end was not stored yet), or it ends before
+   * the first message of that execution this page received (the page connected meanwhile,
+   * and what came before it was not stored yet). Records and live output come in one order,
+   * so a snapshot that holds that first message misses nothing. */
+  private _stale(restores: ICellRestore[]): boolean {
+    return restores.some(restore => {
+      if (!restore.running) {
+        return false;
+      }
+      const first = this._firstLive.get(restore.request);
+      return (
+        this._kernel?.status === 'idle' ||
+        (first !== undefined && !restore.tail_ids.includes(first))
+      );
+    });
   }
 
   private _cells(): ICellInfo[] {
@@ -240,6 +277,9 @@ export class Restorer implements IDisposable {
       this._recent.splice(0, this._recent.length - RECENT);
     }
     const parent = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id;
+    if (parent && !this._firstLive.has(parent)) {
+      this._firstLive.set(parent, msg.header.msg_id);
+    }
     const adopted = parent ? this._adopted.get(parent) : undefined;
     if (adopted) {
       this._follow(adopted, msg);
@@ -249,8 +289,24 @@ export class Restorer implements IDisposable {
       msg.content.execution_state === 'idle' &&
       (msg.parent_header as { msg_type?: string }).msg_type === 'execute_request'
     ) {
-      void this.restore(true); // perhaps that cell loaded nbrelay: say so
+      this._recheck(0); // perhaps that cell loaded nbrelay: say so
     }
+  }
+
+  /** Ask again after a cell ran while the kernel was not relaying: a hook that was just
+   * loaded needs a moment to reach the daemon, so a few times, further apart, then no more
+   * until the next cell (an idle notebook asks nothing). */
+  private _recheck(attempt: number): void {
+    window.clearTimeout(this._rechecking);
+    if (attempt >= RECHECKS.length || this._disposed) {
+      return;
+    }
+    this._rechecking = window.setTimeout(async () => {
+      await this.restore(true);
+      if (this._state.state !== 'relaying') {
+        this._recheck(attempt + 1);
+      }
+    }, RECHECKS[attempt]);
   }
 
   private _onConnection(kernel: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
@@ -258,10 +314,14 @@ export class Restorer implements IDisposable {
       this._lost = this._connected;
       return;
     }
+    const first = !this._connected;
     this._connected = true;
-    if (this._lost) {
+    if (first || this._lost) {
+      // First: only now does the page receive live output, so only now can a snapshot and
+      // what comes live meet. Lost: messages of the gap may be missing (a blip, a restart).
       this._lost = false;
-      void this.restore(true); // messages of the gap may be missing: a blip, a server restart
+      this._firstLive.clear(); // what counts is what comes from now on
+      void this.restore(true);
     }
   }
 
@@ -302,6 +362,7 @@ export class Restorer implements IDisposable {
     }
     this._dropAdopted();
     this._recent = [];
+    this._firstLive.clear();
     this._kernel = this._disposed ? null : kernel;
     this._connected = false;
     this._lost = false;
@@ -310,9 +371,11 @@ export class Restorer implements IDisposable {
     }
     this._kernel.iopubMessage.connect(this._onIOPub, this);
     this._kernel.connectionStatusChanged.connect(this._onConnection, this);
-    this._setState({ state: 'checking', message: 'asking nbrelay about this kernel' });
+    this._setState({ state: 'checking', message: 'waiting for the kernel connection' });
     this._connected = this._kernel.connectionStatus === 'connected';
-    void this.restore(true);
+    if (this._connected) {
+      void this.restore(true);
+    }
   }
 
   private _setState(state: IRelayState): void {
@@ -330,6 +393,9 @@ export class Restorer implements IDisposable {
   private _connected = false;
   private _lost = false;
   private _restarted = false;
+  private _rechecking = 0;
+  private _retries = 0;
+  private _firstLive = new Map<string, string>(); // request -> its first message seen live
   private _disposed = false;
   private _state: IRelayState = { state: 'checking', message: 'waiting for the kernel' };
   private _stateChanged = new Signal<this, IRelayState>(this);

@@ -1,6 +1,9 @@
 // The notebook toolbar's word on nbrelay: is this kernel's output being kept, and if not,
-// what to do. A click asks again (and restores what is missing).
+// what to do. A click asks again (and restores what is missing); beside it, a link opens the
+// nbrelay viewer on this kernel, through the Jupyter server (no second login).
 import { ReactWidget } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
 import * as React from 'react';
 
 import { IRelayState, Restorer } from './restorer';
@@ -24,16 +27,34 @@ export class RelayStatus extends ReactWidget {
 
   render(): JSX.Element {
     const { state, message } = this._restorer.state;
+    const kernel = this._restorer.kernelId;
+    const viewer = URLExt.join(
+      ServerConnection.makeSettings().baseUrl,
+      `api/nbrelay/viewer?kernel_id=${encodeURIComponent(kernel ?? '')}`
+    );
     return (
-      <button
-        type="button"
-        className="jp-ToolbarButtonComponent jp-nbrelay-button"
-        data-state={state}
-        title={`${message}\n(click to restore outputs from nbrelay)`}
-        onClick={() => void this._restorer.restore()}
-      >
-        {LABELS[state]}
-      </button>
+      <>
+        <button
+          type="button"
+          className="jp-ToolbarButtonComponent jp-nbrelay-button"
+          data-state={state}
+          title={`${message}\n(click to restore outputs from nbrelay)`}
+          onClick={() => void this._restorer.restore()}
+        >
+          {LABELS[state]}
+        </button>
+        {state === 'relaying' && kernel ? (
+          <a
+            className="jp-nbrelay-viewer"
+            href={viewer}
+            target="_blank"
+            rel="noopener noreferrer"
+            title="Open this kernel in the nbrelay viewer"
+          >
+            viewer
+          </a>
+        ) : null}
+      </>
     );
   }
 
