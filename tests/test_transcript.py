@@ -232,7 +232,7 @@ def test_deep_or_malformed_records_cost_only_themselves(tmp_path: Path) -> None:
 
         user = tmp_path / "hostile.ipynb"
         nbformat.write(new_notebook(cells=[new_code_cell("show()")]), user)
-        assert "filled 1 cells" in cli(daemon, "recover", str(user), "--kernel", kernel_id)
+        assert "filled 1 cell " in cli(daemon, "recover", str(user), "--kernel", kernel_id)
         assert_cell(read(tmp_path / "hostile.recovered.ipynb").cells[0], first)
     finally:
         daemon.stop()
