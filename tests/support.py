@@ -52,6 +52,8 @@ CAPTURED = {
     "execute_input",
     "status",
 }
+# And #22's: the comm messages of widgets (of comms opened with the jupyter.widget target).
+WIDGET_COMMS = {"comm_open", "comm_msg", "comm_close"}
 
 
 def header(msg_id: str, msg_type: str = "stream", date: str | None = None) -> bytes:
@@ -477,10 +479,12 @@ class Kernel:
         self._log.close()
 
 
-def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The relay's records for the executions of ``msgs``, once every captured one arrived."""
+def relayed(
+    daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]], types: Iterable[str] = CAPTURED
+) -> list[dict[str, Any]]:
+    """The relay's records for the executions of ``msgs``, once every one of ``types`` arrived."""
     parents = {m["parent_header"]["msg_id"] for m in msgs}
-    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
+    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in types}
 
     def arrived() -> list[dict[str, Any]] | None:
         records = [

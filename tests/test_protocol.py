@@ -30,6 +30,22 @@ def test_hello_round_trip() -> None:
     assert Hello.decode(HELLO.encode()) == HELLO
 
 
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_hooks_of_every_accepted_version_are_welcome(version: int) -> None:
+    """A daemon of protocol 3 takes hellos of hooks of protocols 1, 2 and 3 (#22)."""
+    hello = json.loads(HELLO.encode()) | {"protocol": version}
+    assert Hello.decode(json.dumps(hello)) == HELLO
+
+
+@pytest.mark.parametrize("msg_type", ["comm_open", "comm_msg", "comm_close"])
+def test_widget_comm_messages_are_taken(msg_type: str) -> None:
+    """Protocol 3 adds the comm messages of widgets to what a hook may send (#22)."""
+    content = json.dumps({"comm_id": "c1", "data": {"state": {"value": 3}}})
+    entry = protocol.encode_output(1, "m1", msg_type, "p1", "2026-01-01T00:00:00Z", content)
+    (out,) = protocol.decode_batch(protocol.encode_batch([entry]))
+    assert out.msg_type == msg_type and out.parsed_content() == json.loads(content)
+
+
 def test_batch_round_trip_keeps_content_verbatim() -> None:
     """A batch entry carries ipykernel's content JSON unchanged, and decodes to the same values.
     Its parsed content is not kept: the text is stored as received, and parsed again if need be."""
