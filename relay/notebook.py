@@ -15,8 +15,9 @@ from nbformat.v4 import nbformat as nbformat_v4
 from nbformat.v4 import nbformat_minor, new_code_cell, new_notebook, new_output
 from nbformat.validator import isvalid
 
-from .protocol import CELL
+from .protocol import CELL, COMM_TYPES
 from .transcript import cannot_render, of_type, overwrite
+from .widgets import STATE_MIME, Widgets, shown_model
 
 UNKNOWN_START = "# nbrelay: this cell started before its kernel loaded nbrelay\n"
 
@@ -34,6 +35,9 @@ class Execution:
     #: The display_id each output shows, if any, beside ``outputs``: a page that takes the
     #: outputs over must know them, so that later update_display_data reach them.
     display_ids: list[str | None] = field(default_factory=list)
+    #: The nbformat widget state (``{"version_major", "version_minor", "state"}``) of the
+    #: widget models its outputs show, at their latest state; empty if they show none.
+    widgets: dict[str, Any] = field(default_factory=dict)
 
 
 #: Nesting a notebook can hold. nbformat builds, copies and checks outputs with recursive
@@ -112,6 +116,7 @@ class _Replay:
         # request -> notebook cell id. The hook records the id on the kernel's main thread and
         # execute_input comes through IOPub, so either can be first.
         self.cell_ids: dict[str, str] = {}
+        self.widgets = Widgets()
 
     def run(self, request: str, new: bool = False) -> Execution:
         run = self.by_request.get(request)
@@ -128,6 +133,9 @@ class _Replay:
             cell_id = (record.get("content") or {}).get("cell_id")
             if parent and isinstance(cell_id, str) and cell_id:
                 self.cell_ids[parent] = cell_id
+            return
+        if msg_type in COMM_TYPES:
+            self.widgets.apply(record)
             return
         if msg_type not in OUTPUT_TYPES or (not parent and msg_type != "update_display_data"):
             return
@@ -199,7 +207,41 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
         for output in run.outputs:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
                 output.text = "\n".join(overwrite(line) for line in output.text.split("\n"))
+        _show_widgets(run, replay.widgets)
     return replay.order
+
+
+def _show_widgets(run: Execution, widgets: Widgets) -> None:
+    """Give ``run`` the state of the widgets its outputs show, and their displays the latest
+    text line of a progress bar as text fallback, for readers that cannot show widgets."""
+    models = []
+    for output in run.outputs:
+        model = (
+            shown_model(output)
+            if output.output_type in ("display_data", "execute_result")
+            else None
+        )
+        if model is None:
+            continue
+        models.append(model)
+        line = widgets.line(model)
+        if line is not None:
+            output.data["text/plain"] = line
+    if models and widgets.closure(models):
+        run.widgets = widgets.state(models)
+
+
+def _add_widget_state(notebook: NotebookNode, runs: Iterable[Execution]) -> None:
+    """Put the widget state of ``runs`` in the notebook's metadata, as JupyterLab's "save
+    widget state" does, so that JupyterLab shows the widgets as they were last."""
+    models: dict[str, Any] = {}
+    for run in runs:
+        models.update(run.widgets.get("state", {}))
+    if not models:
+        return
+    saved = notebook.metadata.setdefault("widgets", {})
+    state = saved.setdefault(STATE_MIME, {"version_major": 2, "version_minor": 0, "state": {}})
+    state.setdefault("state", {}).update(models)
 
 
 def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -> NotebookNode:
@@ -237,6 +279,7 @@ def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -
         "kernel_id": kernel["kernel_id"],
         "notebook": kernel.get("notebook"),
     }
+    _add_widget_state(notebook, runs)
     nbformat.validate(notebook)
     return notebook
 
@@ -295,6 +338,7 @@ def recover(notebook: NotebookNode, records: Iterable[dict[str, Any]]) -> Recove
     for cell, run in pairs:
         cell.outputs = run.outputs
         cell.execution_count = run.count
+    _add_widget_state(notebook, (run for _, run in pairs))
     nbformat.validate(notebook)
     return Recovery(notebook, len(pairs), unmatched)
 

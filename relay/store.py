@@ -500,15 +500,24 @@ class Store:
         return self.head if kernel_id is None else self._kernel_heads.get(kernel_id, 0)
 
     async def read(
-        self, after: int, limit: int, kernel_id: str | None = None, before: int | None = None
+        self,
+        after: int,
+        limit: int,
+        kernel_id: str | None = None,
+        before: int | None = None,
+        msg_types: Sequence[str] = (),
     ) -> list[tuple[int, str]]:
         """Records with ``after < seq < before``, in order, as ``(seq, JSON text)``: the first
-        ``limit`` of them, or with ``before`` the last ``limit`` (a viewer opens at the end)."""
+        ``limit`` of them, or with ``before`` the last ``limit`` (a viewer opens at the end);
+        with ``msg_types``, only records of those types."""
         assert self._reader is not None
         where = "seq > ?"
         params: list[int | str] = [after]
         if before is not None:
             where, params = where + " AND seq < ?", [*params, before]
+        if msg_types:
+            marks = ", ".join("?" * len(msg_types))
+            where, params = f"{where} AND msg_type IN ({marks})", [*params, *msg_types]
         if kernel_id is not None:
             where, params = "kernel_id = ? AND " + where, [kernel_id, *params]
         order = "DESC" if before is not None else "ASC"

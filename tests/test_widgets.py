@@ -1,0 +1,149 @@
+"""Widget progress bars (#22): a real kernel runs tqdm.auto and tqdm.notebook loops with
+ipywidgets installed; the relay keeps their comm messages and every reader shows the end."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+from support import CAPTURED, WIDGET_COMMS, Daemon, Kernel, nbrelay, relayed
+
+from nbrelay.notebook import executions
+from nbrelay.widgets import STATE_MIME, VIEW_MIME
+
+CELLS = {
+    "auto": "from tqdm.auto import tqdm\nfor i in tqdm(range(30), desc='train'):\n    pass",
+    "notebook": "from tqdm.notebook import tqdm as bar\nfor i in bar(range(7), desc='eval'):\n"
+    "    pass\nprint('evaluated')",
+    "other": "import comm\nc = comm.create_comm(target_name='not.a.widget', data={'x': 1})\n"
+    "c.send({'y': 2})\nc.close()",
+}
+TRAIN = "train: 100%|██████████| 30/30 ["
+EVAL = "eval: 100%|██████████| 7/7 ["
+
+
+@pytest.fixture(scope="module")
+def ran(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Daemon, Kernel, dict[str, Any]]]:
+    """A daemon and a kernel that ran CELLS; every message of them stored. Also the IOPub
+    messages of each cell, as the client saw them."""
+    daemon = Daemon(tmp_path_factory.mktemp("widgets")).start()
+    kernel = Kernel(daemon.runtime_dir)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        seen = {}
+        for name, code in CELLS.items():
+            seen[name] = msgs = kernel.run_ok(code)
+            types = CAPTURED if name == "other" else CAPTURED | WIDGET_COMMS
+            relayed(daemon, kernel, msgs, types)
+        yield daemon, kernel, seen
+    finally:
+        kernel.shutdown()
+        daemon.stop()
+
+
+def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    result = nbrelay(*args, runtime=daemon.runtime_dir)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_widget_comms_are_kept_and_other_comms_are_not(ran: tuple[Daemon, Kernel, Any]) -> None:
+    """Every comm message of the bar's widgets is stored as sent; another comm's are not."""
+    daemon, kernel, seen = ran
+    records = daemon.messages(kernel_id=kernel.kernel_id)
+    for name in ("auto", "notebook"):
+        sent = [m for m in seen[name] if m["msg_type"] in WIDGET_COMMS]
+        assert any(m["msg_type"] == "comm_msg" for m in sent)
+        ids = {m["header"]["msg_id"] for m in sent}
+        kept = [r for r in records if r["msg_id"] in ids]
+        assert [r["content"] for r in kept] == [m["content"] for m in sent]
+    other = {m["parent_header"]["msg_id"] for m in seen["other"]}
+    assert not [r for r in records if r["parent_msg_id"] in other and r["msg_type"] in WIDGET_COMMS]
+
+
+def test_tail_and_export_txt_show_the_final_line(
+    ran: tuple[Daemon, Kernel, Any], tmp_path: Path
+) -> None:
+    """`tail` and `export .txt` end each bar as tqdm's terminal line, at 100 % and n/total."""
+    daemon, kernel, _ = ran
+    tail = cli(daemon, "tail", kernel.kernel_id, "--records", "50").stdout
+    cli(daemon, "export", kernel.kernel_id, "-o", str(tmp_path / "log.txt"))
+    for text in (tail, (tmp_path / "log.txt").read_text()):
+        lines = text.splitlines()
+        assert [line for line in lines if "train:" in line][-1].startswith(TRAIN), text
+        assert [line for line in lines if "eval:" in line][-1].startswith(EVAL), text
+        assert "evaluated" in lines and " 0%|" not in text, text  # no stale bar
+
+
+def test_tail_starting_after_a_bar_was_shown_still_shows_its_end(
+    ran: tuple[Daemon, Kernel, Any],
+) -> None:
+    """`tail --since` just after a bar's display: its later updates show its final line."""
+    daemon, kernel, seen = ran
+    display = next(m for m in seen["auto"] if m["msg_type"] == "display_data")
+    records = daemon.messages(kernel_id=kernel.kernel_id)
+    since = next(r["seq"] for r in records if r["msg_id"] == display["header"]["msg_id"])
+    tail = cli(daemon, "tail", kernel.kernel_id, "--since", str(since)).stdout
+    assert any(line.startswith(TRAIN) for line in tail.splitlines()), tail
+
+
+def test_export_ipynb_holds_the_widget_state_and_the_final_text(
+    ran: tuple[Daemon, Kernel, Any], tmp_path: Path
+) -> None:
+    """The exported notebook's metadata holds the bars' final widget state, as JupyterLab
+    saves it; each bar's text fallback is its final line."""
+    daemon, kernel, _ = ran
+    path = tmp_path / "out.ipynb"
+    cli(daemon, "export", kernel.kernel_id, "-o", str(path))
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    state = notebook.metadata.widgets[STATE_MIME]["state"]
+    cells = {cell.source: cell for cell in notebook.cells}
+    for name, text, total in (("auto", TRAIN, 30), ("notebook", EVAL, 7)):
+        shown = [o for o in cells[CELLS[name]].outputs if o.output_type == "display_data"]
+        (bar,) = shown
+        assert bar.data["text/plain"].startswith(text)
+        box = state[bar.data[VIEW_MIME]["model_id"]]
+        assert box["model_name"] == "HBoxModel"
+        children = [state[c.removeprefix("IPY_MODEL_")] for c in box["state"]["children"]]
+        (progress,) = [c for c in children if c["model_name"].endswith("ProgressModel")]
+        assert progress["state"]["value"] == total == progress["state"]["max"]
+        assert progress["state"]["bar_style"] == "success"
+
+
+def test_recover_puts_the_widget_state_in_the_users_notebook(
+    ran: tuple[Daemon, Kernel, Any], tmp_path: Path
+) -> None:
+    """`recover` fills the bar's cell and the notebook's widget state, so Lab shows the bar."""
+    daemon, _, _ = ran
+    path = tmp_path / "analysis.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(CELLS["auto"])]), path)
+    cli(daemon, "recover", str(path))
+    recovered = nbformat.read(tmp_path / "analysis.recovered.ipynb", as_version=4)
+    nbformat.validate(recovered)
+    (bar,) = recovered.cells[0].outputs
+    assert bar.data["text/plain"].startswith(TRAIN)
+    assert bar.data[VIEW_MIME]["model_id"] in recovered.metadata.widgets[STATE_MIME]["state"]
+
+
+def test_each_execution_has_the_state_of_the_widgets_it_shows(
+    ran: tuple[Daemon, Kernel, Any],
+) -> None:
+    """A rebuilt execution carries the widget state its outputs need, and only that."""
+    daemon, kernel, _ = ran
+    runs = {run.code: run for run in executions(daemon.messages(kernel_id=kernel.kernel_id))}
+    auto, other = runs[CELLS["auto"]], runs[CELLS["other"]]
+    (bar,) = [o for o in auto.outputs if o.output_type == "display_data"]
+    models = auto.widgets["state"]
+    # The box, its three children, their three styles and the four layouts.
+    assert bar.data[VIEW_MIME]["model_id"] in models and len(models) == 11
+    notebook_models = runs[CELLS["notebook"]].widgets["state"]
+    assert not set(models) & set(notebook_models)
+    assert other.widgets == {}
