@@ -158,6 +158,10 @@ class _Replay:
             run = self.run(parent, new=True)
             run.code, run.count = code, count.execution_count
             return
+        capturing = self.widgets.capturing(parent)
+        if capturing is not None:  # as the frontend does: into the Output widget's state
+            self.capture(capturing, msg_type, content)
+            return
         run = self.run(parent)
         if msg_type == "clear_output":
             if content.get("wait"):
@@ -171,6 +175,23 @@ class _Replay:
         self.add(run, output)
         if display_id:
             self.displays.setdefault(display_id, []).append(output)
+
+    def capture(self, widget: dict[str, Any], msg_type: str, content: dict[str, Any]) -> None:
+        """An output of a ``with out:`` block, kept in the Output widget's own outputs."""
+        outputs = widget.get("outputs")
+        if not isinstance(outputs, list):
+            widget["outputs"] = outputs = []
+        if msg_type == "clear_output":
+            outputs.clear()  # wait=True is as good as done: only the final state is kept
+            return
+        output = _output(msg_type, content)
+        last = outputs[-1] if outputs else None
+        if output is None:
+            return
+        if output.output_type == "stream" and isinstance(last, dict) and _same_stream(last, output):
+            last["text"] = str(last.get("text", "")) + output.text
+        else:
+            outputs.append(output)
 
     def add(self, run: Execution, output: NotebookNode) -> None:
         if run.clear_on_next:
@@ -186,6 +207,10 @@ class _Replay:
             last.text += output.text  # Jupyter merges consecutive output of one stream
         else:
             run.outputs.append(output)
+
+
+def _same_stream(last: dict[str, Any], output: NotebookNode) -> bool:
+    return last.get("output_type") == "stream" and last.get("name") == output.name
 
 
 def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:

@@ -8,6 +8,7 @@ the model. Whatever the number of updates, a model is one dict: replay coalesces
 
 from __future__ import annotations
 
+import copy
 import html
 import re
 from collections.abc import Iterable, Iterator
@@ -70,15 +71,25 @@ class Widgets:
         if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
             return None
         if msg_type == "comm_open" and content.get("target_name") == WIDGET_TARGET:
-            self.models[comm_id] = dict(data["state"])
+            self.models[comm_id] = copy.deepcopy(data["state"])  # its own: outputs go in it
             return comm_id
         model = self.models.get(comm_id)
         if model is None or msg_type != "comm_msg":
             return None
         if data.get("method") not in ("update", "echo_update"):
             return None  # "custom" messages change no trait
-        model.update(data["state"])
+        model.update(copy.deepcopy(data["state"]))
         return comm_id
+
+    def capturing(self, parent: str) -> dict[str, Any] | None:
+        """The Output widget whose ``with out:`` block the request ``parent`` runs in, if
+        any: the frontend puts that request's outputs in it, not in the cell."""
+        if not parent:
+            return None
+        for model in self.models.values():
+            if model.get("_model_name") == "OutputModel" and model.get("msg_id") == parent:
+                return model
+        return None
 
     def closure(self, model_ids: Iterable[str]) -> list[str]:
         """``model_ids`` and every model they name, directly or not, that is still open."""

@@ -11,7 +11,8 @@ from typing import Any
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
-from support import CAPTURED, WIDGET_COMMS, Daemon, Kernel, nbrelay, relayed
+from playwright.sync_api import Page, expect
+from support import CAPTURED, FACTOR, WIDGET_COMMS, Daemon, Kernel, nbrelay, relayed
 
 from nbrelay.notebook import executions
 from nbrelay.widgets import STATE_MIME, VIEW_MIME
@@ -20,9 +21,15 @@ CELLS = {
     "auto": "from tqdm.auto import tqdm\nfor i in tqdm(range(30), desc='train'):\n    pass",
     "notebook": "from tqdm.notebook import tqdm as bar\nfor i in bar(range(7), desc='eval'):\n"
     "    pass\nprint('evaluated')",
+    "kinds": "import ipywidgets as w\nout = w.Output()\n"
+    "bar = w.IntProgress(value=1, max=4, bar_style='danger', description='loss')\n"
+    "display(w.VBox([w.Label('a label'), bar, w.HTML('<b>bold</b> &amp; text'), out]))\n"
+    "with out:\n    print('captured line')\nbar.value = 2",
+    "slider": "import ipywidgets\nipywidgets.IntSlider(value=4)",
     "other": "import comm\nc = comm.create_comm(target_name='not.a.widget', data={'x': 1})\n"
     "c.send({'y': 2})\nc.close()",
 }
+expect.set_options(timeout=20_000 * FACTOR)
 TRAIN = "train: 100%|██████████| 30/30 ["
 EVAL = "eval: 100%|██████████| 7/7 ["
 
@@ -118,6 +125,23 @@ def test_export_ipynb_holds_the_widget_state_and_the_final_text(
         assert progress["state"]["bar_style"] == "success"
 
 
+def test_export_ipynb_keeps_an_output_widgets_captured_outputs_in_its_state(
+    ran: tuple[Daemon, Kernel, Any], tmp_path: Path
+) -> None:
+    """What a `with out:` block printed is in the Output widget's state, not in the cell."""
+    daemon, kernel, _ = ran
+    path = tmp_path / "out.ipynb"
+    cli(daemon, "export", kernel.kernel_id, "-o", str(path))
+    notebook = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in notebook.cells if c.source == CELLS["kinds"]]
+    assert [o.output_type for o in cell.outputs] == ["display_data"]
+    state = notebook.metadata.widgets[STATE_MIME]["state"]
+    (out,) = [m["state"] for m in state.values() if m["model_name"] == "OutputModel"]
+    assert out["outputs"] == [
+        {"output_type": "stream", "name": "stdout", "text": "captured line\n"}
+    ]
+
+
 def test_recover_puts_the_widget_state_in_the_users_notebook(
     ran: tuple[Daemon, Kernel, Any], tmp_path: Path
 ) -> None:
@@ -147,3 +171,28 @@ def test_each_execution_has_the_state_of_the_widgets_it_shows(
     notebook_models = runs[CELLS["notebook"]].widgets["state"]
     assert not set(models) & set(notebook_models)
     assert other.widgets == {}
+
+
+def test_viewer_shows_the_bars_final_state(ran: tuple[Daemon, Kernel, Any], page: Page) -> None:
+    """The viewer draws each bar from its latest state: full, green, at n/total; a widget
+    it cannot draw shows its text fallback and says it is interactive."""
+    daemon, kernel, _ = ran
+    page.goto(f"{daemon.url}?kernel={kernel.kernel_id}#token={daemon.token}")
+    for text, total in (("train", 30), ("eval", 7)):
+        cell = page.locator(".cell", has_text=f"desc='{text}'")
+        bar = cell.locator(".widget-progress")
+        expect(bar).to_have_attribute("aria-valuenow", str(total))
+        expect(bar).to_have_attribute("aria-valuemax", str(total))
+        expect(bar).to_have_attribute("data-bar-style", "success")
+        expect(cell.locator(".widget-hbox")).to_contain_text(f"{text}: 100%")
+        expect(cell.locator(".widget-hbox")).to_contain_text(f"{total}/{total} [")
+        width = bar.locator(".widget-progress-fill").evaluate("e => e.style.width")
+        assert width == "100%"
+    kinds = page.locator(".cell", has_text="a label").locator(".widget-vbox")
+    expect(kinds.locator(".widget-progress")).to_have_attribute("aria-valuenow", "2")
+    expect(kinds.locator(".widget-progress")).to_have_attribute("data-bar-style", "danger")
+    expect(kinds).to_contain_text("loss")
+    expect(kinds.locator(".widget-text", has_text="bold & text")).to_have_count(1)
+    expect(kinds.locator(".widget-output")).to_contain_text("captured line")
+    slider = page.locator(".cell", has_text="IntSlider(value=4)")
+    expect(slider.locator(".display")).to_contain_text("an interactive widget: shown as text")
