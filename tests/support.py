@@ -479,12 +479,10 @@ class Kernel:
         self._log.close()
 
 
-def relayed(
-    daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]], types: Iterable[str] = CAPTURED
-) -> list[dict[str, Any]]:
-    """The relay's records for the executions of ``msgs``, once every one of ``types`` arrived."""
+def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The relay's records for the executions of ``msgs``, once every captured one arrived."""
     parents = {m["parent_header"]["msg_id"] for m in msgs}
-    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in types}
+    wanted = {m["header"]["msg_id"] for m in msgs if m["msg_type"] in CAPTURED}
 
     def arrived() -> list[dict[str, Any]] | None:
         records = [

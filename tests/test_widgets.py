@@ -3,6 +3,7 @@ ipywidgets installed; the relay keeps their comm messages and every reader shows
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import Page, expect
-from support import CAPTURED, FACTOR, WIDGET_COMMS, Daemon, Kernel, nbrelay, relayed
+from support import FACTOR, WIDGET_COMMS, Daemon, Kernel, nbrelay, relayed
 
+from nbrelay import protocol
 from nbrelay.notebook import executions
 from nbrelay.widgets import STATE_MIME, VIEW_MIME
 
@@ -46,9 +48,8 @@ def ran(
         kernel.run_ok("%load_ext nbrelay")
         seen = {}
         for name, code in CELLS.items():
-            seen[name] = msgs = kernel.run_ok(code)
-            types = CAPTURED if name == "other" else CAPTURED | WIDGET_COMMS
-            relayed(daemon, kernel, msgs, types)
+            # Its idle status is stored: so is every widget message before it, coalesced.
+            relayed(daemon, kernel, seen.setdefault(name, kernel.run_ok(code)))
         yield daemon, kernel, seen
     finally:
         kernel.shutdown()
@@ -61,18 +62,57 @@ def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_widget_comms_are_kept_and_other_comms_are_not(ran: tuple[Daemon, Kernel, Any]) -> None:
-    """Every comm message of the bar's widgets is stored as sent; another comm's are not."""
+def test_widget_comms_are_kept_coalesced_and_other_comms_are_not(
+    ran: tuple[Daemon, Kernel, Any],
+) -> None:
+    """The bar's widgets are stored as opened, and each model's updates as one record with
+    their traits merged, at the place of the latest; another comm's messages are not."""
     daemon, kernel, seen = ran
     records = daemon.messages(kernel_id=kernel.kernel_id)
     for name in ("auto", "notebook"):
         sent = [m for m in seen[name] if m["msg_type"] in WIDGET_COMMS]
-        assert any(m["msg_type"] == "comm_msg" for m in sent)
-        ids = {m["header"]["msg_id"] for m in sent}
-        kept = [r for r in records if r["msg_id"] in ids]
-        assert [r["content"] for r in kept] == [m["content"] for m in sent]
+        parent = sent[0]["parent_header"]["msg_id"]
+        kept = [r for r in records if r["parent_msg_id"] == parent]
+        opened = [m["content"] for m in sent if m["msg_type"] == "comm_open"]
+        assert [r["content"] for r in kept if r["msg_type"] == "comm_open"] == opened
+        updates: dict[str, list[dict[str, Any]]] = {}
+        for m in sent:
+            if m["msg_type"] == "comm_msg":
+                updates.setdefault(m["content"]["comm_id"], []).append(m)
+        updated = [r for r in kept if r["msg_type"] == "comm_msg"]
+        assert len(updated) == len(updates) < sum(map(len, updates.values()))
+        for record in updated:
+            ours = updates[record["content"]["comm_id"]]
+            merged = {k: v for m in ours for k, v in m["content"]["data"]["state"].items()}
+            assert record["msg_id"] == ours[-1]["header"]["msg_id"]
+            assert record["content"]["data"]["state"] == merged
     other = {m["parent_header"]["msg_id"] for m in seen["other"]}
     assert not [r for r in records if r["parent_msg_id"] in other and r["msg_type"] in WIDGET_COMMS]
+
+
+def comm_batch(n: int, msg_type: str, content: dict[str, Any]) -> str:
+    """A batch of one comm message of comm "c1", numbered ``n``, as a hook sends it."""
+    entry = protocol.encode_output(n, f"m{n}", msg_type, "run", "t", json.dumps(content))
+    return protocol.encode_batch([entry])
+
+
+def test_updates_stored_in_earlier_commits_are_replaced(daemon: Daemon) -> None:
+    """An update of a model already committed replaces that model's stored update: one
+    update record holds the merged state, and the kernel's record count says so."""
+    opened = {"comm_id": "c1", "target_name": "jupyter.widget", "data": {"state": {"a": 0}}}
+    updates = [{"a": 1, "b": 1}, {"b": 2}, {"c": 3}]
+    hello = protocol.Hello("coalesced", "coalesced-session", None, "h", 1, "t")
+    with daemon.ingest(hello) as ws:
+        ws.send(comm_batch(1, "comm_open", opened))
+        assert json.loads(ws.recv(10 * FACTOR))["acked"] == 1
+        for n, state in enumerate(updates, start=2):
+            data = {"method": "update", "state": state, "buffer_paths": []}
+            ws.send(comm_batch(n, "comm_msg", {"comm_id": "c1", "data": data}))
+            assert json.loads(ws.recv(10 * FACTOR))["acked"] == n  # each in its own commit
+    records = daemon.messages(kernel_id="coalesced")
+    assert [r["msg_id"] for r in records] == ["coalesced-session:start", "m1", "m4"]
+    assert records[-1]["content"]["data"]["state"] == {"a": 1, "b": 2, "c": 3}
+    assert daemon.kernel("coalesced")["records"] == 3
 
 
 def test_tail_and_export_txt_show_the_final_line(
