@@ -4,7 +4,10 @@ ipywidgets installed; the relay keeps their comm messages and every reader shows
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,16 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import Page, expect
-from support import FACTOR, WIDGET_COMMS, Daemon, Kernel, nbrelay, relayed
+from support import (
+    FACTOR,
+    JUPYTER_TOKEN,
+    WIDGET_COMMS,
+    Daemon,
+    JupyterServer,
+    Kernel,
+    nbrelay,
+    relayed,
+)
 
 from nbrelay import protocol
 from nbrelay.notebook import executions
@@ -195,6 +207,33 @@ def test_recover_puts_the_widget_state_in_the_users_notebook(
     (bar,) = recovered.cells[0].outputs
     assert bar.data["text/plain"].startswith(TRAIN)
     assert bar.data[VIEW_MIME]["model_id"] in recovered.metadata.widgets[STATE_MIME]["state"]
+
+
+def test_a_recovered_notebook_shows_the_final_bar_in_jupyterlab(
+    ran: tuple[Daemon, Kernel, Any], tmp_path: Path, page: Page
+) -> None:
+    """Opened in a real JupyterLab once the user trusts it, the recovered notebook shows
+    the bar from its saved widget state: full, green, at n/total."""
+    daemon, _, _ = ran
+    server = JupyterServer(tmp_path)
+    try:
+        original = new_notebook(cells=[new_code_cell(CELLS["auto"])])
+        original.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+        nbformat.write(original, tmp_path / "analysis.ipynb")
+        cli(daemon, "recover", str(tmp_path / "analysis.ipynb"), "--in-place")
+        # Lab renders widgets only in trusted notebooks; recover does not sign (README).
+        trust = Path(sys.executable).with_name("jupyter-trust")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}  # as server
+        subprocess.run([trust, tmp_path / "analysis.ipynb"], check=True, env=env)
+        page.goto(f"{server.url}lab/tree/analysis.ipynb?token={JUPYTER_TOKEN}&reset")
+        output = page.locator(".jp-OutputArea-output").first
+        expect(output.locator(".widget-html-content").first).to_contain_text("train: 100%")
+        expect(output.locator(".widget-html-content").last).to_contain_text("30/30 [")
+        bar = output.locator(".progress-bar")
+        expect(bar).to_have_class(re.compile("progress-bar-success"))
+        assert bar.evaluate("e => e.style.width") == "100%"
+    finally:
+        server.stop()
 
 
 def test_each_execution_has_the_state_of_the_widgets_it_shows(
