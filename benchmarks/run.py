@@ -20,6 +20,7 @@ FULL = [
     ["viewer.py", "--records", "1000000", "--runs", "5"],
     ["load.py", "--seconds", "60"],
     ["hook_memory.py", "--lines", "1000000"],
+    ["widgets.py", "--hours", "1"],
 ]
 QUICK = [
     ["ingest.py", "--messages", "2000"],
@@ -29,6 +30,7 @@ QUICK = [
     ["viewer.py", "--records", "5000", "--runs", "1"],
     ["load.py", "--seconds", "3"],
     ["hook_memory.py", "--lines", "20000"],
+    ["widgets.py", "--hours", "0.01"],
 ]
 
 
