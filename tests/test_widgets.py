@@ -275,3 +275,15 @@ def test_viewer_shows_the_bars_final_state(ran: tuple[Daemon, Kernel, Any], page
     expect(kinds.locator(".widget-output")).to_contain_text("captured line")
     slider = page.locator(".cell", has_text="IntSlider(value=4)")
     expect(slider.locator(".display")).to_contain_text("an interactive widget: shown as text")
+
+
+def test_viewer_follows_a_bar_live(daemon: Daemon, kernel: Kernel, page: Page) -> None:
+    """An open viewer redraws a bar as its kernel updates it, without a reload."""
+    page.goto(f"{daemon.url}?kernel={kernel.kernel_id}#token={daemon.token}")
+    kernel.run_ok("import ipywidgets as w\nbar = w.FloatProgress(max=4.0)\ndisplay(bar)")
+    shown = page.locator(".widget-progress")
+    expect(shown).to_have_attribute("aria-valuenow", "0")
+    kernel.run_ok("bar.value = 3.0\nbar.bar_style = 'info'")
+    expect(shown).to_have_attribute("aria-valuenow", "3")
+    expect(shown).to_have_attribute("data-bar-style", "info")
+    assert shown.locator(".widget-progress-fill").evaluate("e => e.style.width") == "75%"
