@@ -21,6 +21,7 @@ FULL = [
     ["load.py", "--seconds", "60"],
     ["hook_memory.py", "--lines", "1000000"],
     ["notebook.py", "--lines", "100000", "--runs", "3", "--idle", "60"],
+    ["widgets.py", "--hours", "1"],
 ]
 QUICK = [
     ["ingest.py", "--messages", "2000"],
@@ -31,6 +32,7 @@ QUICK = [
     ["load.py", "--seconds", "3"],
     ["hook_memory.py", "--lines", "20000"],
     ["notebook.py", "--lines", "2000", "--runs", "1", "--live-lines", "200", "--idle", "2"],
+    ["widgets.py", "--hours", "0.01"],
 ]
 
 

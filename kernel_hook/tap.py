@@ -22,7 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import CAPTURED_TYPES
+from ..protocol import CAPTURED_TYPES, COMM_TYPES
+from .widgets import WidgetComms
 
 log = logging.getLogger("nbrelay.kernel_hook")
 
@@ -32,6 +33,7 @@ Sink = Callable[[bytes, bytes, bytes], None]  # header, parent, content, as seri
 # does not match, and the header is then parsed (see tapped).
 MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([^"\\]*)"')
 CAPTURED = frozenset(t.encode() for t in CAPTURED_TYPES)
+COMMS = frozenset(t.encode() for t in COMM_TYPES)
 
 
 class IOPubTap:
@@ -47,6 +49,7 @@ class IOPubTap:
         """The wrapper, one function: it runs for every message, on the IOPub thread, where
         each Python call costs the user's loop (see docs/benchmarks.md, 2026-11-26)."""
         original, sink, pid, search = self._original, self._sink, self._pid, MSG_TYPE.search
+        widgets = WidgetComms()  # comm messages: only widgets', checked after the common case
 
         def tapped(msg: list[Any], *args: Any, **kwargs: Any) -> Any:
             # A forked child pipes its messages to the parent, which taps them there.
@@ -59,9 +62,12 @@ class IOPubTap:
                         header, parent, content = bytes(header), bytes(parent), bytes(content)
                     found = search(header)
                     if found is not None:
-                        captured = found[1] in CAPTURED
+                        msg_type = found[1]
                     else:  # e.g. an escape in the value: rare, so parse
-                        captured = json.loads(header).get("msg_type") in CAPTURED_TYPES
+                        msg_type = str(json.loads(header).get("msg_type")).encode()
+                    captured = msg_type in CAPTURED
+                    if not captured and msg_type in COMMS:
+                        captured = widgets.wanted(msg_type, content)
                     if captured:
                         sink(header, parent, content)
                 except Exception as exc:  # never into the kernel; said once

@@ -37,6 +37,7 @@ STATIC_DIR = Path(static.__file__).parent
 # needs acks only to free its buffer. So a connection gets at most one ack per interval.
 ACK_INTERVAL = 0.05
 MAX_LOGIN_BYTES = 4096  # a login request holds a token or a code, nothing more
+MAX_TYPES = 16  # message types one /api/messages query may name
 
 
 class BadQuery(ValueError):
@@ -170,10 +171,15 @@ class Relay:
             return JSONResponse({"error": str(exc)}, status_code=400)
         kernel_id = request.query_params.get("kernel_id")
         backwards = "before" in request.query_params
+        # Only records of these types (comma-separated): tail finds the widgets shown before
+        # where it starts without reading every record of the kernel (#22).
+        types = request.query_params.get("types", "").split(",")[:MAX_TYPES]
         gap = self.store.gap(since)
         if gap is not None:
             since = gap["last_seq"]
-        rows = await self.store.read(since, limit, kernel_id, before if backwards else None)
+        rows = await self.store.read(
+            since, limit, kernel_id, before if backwards else None, [t for t in types if t]
+        )
         last_seq = self.store.kernel_head(kernel_id)
         body = '{"messages":' + protocol.records_frame([r for _, r in rows])
         gap_json = f',"gap":{json.dumps(gap)}' if gap else ""

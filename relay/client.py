@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -104,11 +104,15 @@ class Client:
                 raise NbrelayError(f"{name!r} matches several kernels ({ids}): say which")
         raise NbrelayError(f"no kernel matches {name!r}: `nbrelay ls` lists them")
 
-    def history(self, kernel_id: str, since: int = 0) -> Iterator[dict[str, Any]]:
-        """A kernel's stored records after ``since``, page by page, then a gap notice (as a
-        dict with ``"type": "gap"``) first if some were pruned."""
+    def history(
+        self, kernel_id: str, since: int = 0, types: Iterable[str] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """A kernel's stored records after ``since`` (only those of ``types``, if given), page
+        by page, then a gap notice (as a dict with ``"type": "gap"``) first if some were
+        pruned."""
+        only = {"types": ",".join(types)} if types else {}
         while True:
-            page = self.get("api/messages", kernel_id=kernel_id, since=since, limit=PAGE)
+            page = self.get("api/messages", kernel_id=kernel_id, since=since, limit=PAGE, **only)
             if page.get("gap"):
                 yield {"type": "gap", **page["gap"]}
             records: list[dict[str, Any]] = page["messages"]

@@ -19,7 +19,8 @@ from .datadir import open_private, private_data_folder
 from .errors import NbrelayError
 from .protocol import MAX_SEQ
 from .runtime import login_url, read_runtime_file, runtime_file
-from .transcript import Sanitiser, plain_lines, render
+from .transcript import Sanitiser, Transcript, plain_lines, render
+from .widgets import WIDGET_RECORDS
 
 START_TIMEOUT = 30.0  # seconds for a detached daemon to serve
 STOP_TIMEOUT = 15.0  # seconds for a daemon to stop after SIGTERM
@@ -159,15 +160,20 @@ def tail(args: argparse.Namespace) -> int:
     kernel_id = kernel["kernel_id"]
     since = _before_last(client, kernel_id, args.records) if args.since is None else args.since
     records = client.follow(kernel_id, since) if args.follow else client.history(kernel_id, since)
+    transcript = Transcript()
+    for earlier in client.history(kernel_id, types=WIDGET_RECORDS):  # bars shown before
+        if earlier.get("seq", 0) > since:
+            break
+        transcript.recall(earlier)
     out = sys.stdout
     try:
         if out.isatty():  # colours and progress bars as the kernel drew them, and no more
             screen = Sanitiser(styles=True)
             for record in records:
-                out.write(screen.feed(render(record)))
+                out.write(screen.feed(transcript.render(record)))
                 out.flush()
         else:  # a pipe or a file: plain lines, as `export .txt` writes them
-            for line in plain_lines(records):
+            for line in plain_lines(records, transcript):
                 out.write(line)
                 if args.follow:
                     out.flush()

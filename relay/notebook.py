@@ -15,8 +15,9 @@ from nbformat.v4 import nbformat as nbformat_v4
 from nbformat.v4 import nbformat_minor, new_code_cell, new_notebook, new_output
 from nbformat.validator import isvalid
 
-from .protocol import CELL
+from .protocol import CELL, COMM_TYPES
 from .transcript import cannot_render, of_type, overwrite
+from .widgets import STATE_MIME, Widgets, shown_model
 
 UNKNOWN_START = "# nbrelay: this cell started before its kernel loaded nbrelay\n"
 
@@ -34,6 +35,9 @@ class Execution:
     #: The display_id each output shows, if any, beside ``outputs``: a page that takes the
     #: outputs over must know them, so that later update_display_data reach them.
     display_ids: list[str | None] = field(default_factory=list)
+    #: The nbformat widget state (``{"version_major", "version_minor", "state"}``) of the
+    #: widget models its outputs show, at their latest state; empty if they show none.
+    widgets: dict[str, Any] = field(default_factory=dict)
 
 
 #: Nesting a notebook can hold. nbformat builds, copies and checks outputs with recursive
@@ -115,6 +119,7 @@ class _Replay:
         # id() of a stream output -> the output and its text in parts, joined by text().
         # Holding the output keeps its id() from going to a new one after a clear_output.
         self.parts: dict[int, tuple[NotebookNode, list[str]]] = {}
+        self.widgets = Widgets()
 
     def run(self, request: str, new: bool = False) -> Execution:
         run = self.by_request.get(request)
@@ -131,6 +136,9 @@ class _Replay:
             cell_id = (record.get("content") or {}).get("cell_id")
             if parent and isinstance(cell_id, str) and cell_id:
                 self.cell_ids[parent] = cell_id
+            return
+        if msg_type in COMM_TYPES:
+            self.widgets.apply(record)
             return
         if msg_type not in OUTPUT_TYPES or (not parent and msg_type != "update_display_data"):
             return
@@ -152,6 +160,10 @@ class _Replay:
             count = new_code_cell(code, execution_count=content.get("execution_count"))
             run = self.run(parent, new=True)
             run.code, run.count = code, count.execution_count
+            return
+        capturing = self.widgets.capturing(parent)
+        if capturing is not None:  # as the frontend does: into the Output widget's state
+            self.capture(capturing, msg_type, content)
             return
         run = self.run(parent)
         if msg_type == "clear_output":
@@ -182,6 +194,23 @@ class _Replay:
         self._more(last, text)
         return True
 
+    def capture(self, widget: dict[str, Any], msg_type: str, content: dict[str, Any]) -> None:
+        """An output of a ``with out:`` block, kept in the Output widget's own outputs."""
+        outputs = widget.get("outputs")
+        if not isinstance(outputs, list):
+            widget["outputs"] = outputs = []
+        if msg_type == "clear_output":
+            outputs.clear()  # wait=True is as good as done: only the final state is kept
+            return
+        output = _output(msg_type, content)
+        last = outputs[-1] if outputs else None
+        if output is None:
+            return
+        if output.output_type == "stream" and isinstance(last, dict) and _same_stream(last, output):
+            last["text"] = str(last.get("text", "")) + output.text
+        else:
+            outputs.append(output)
+
     def add(self, run: Execution, output: NotebookNode) -> None:
         if run.clear_on_next:
             run.outputs.clear()
@@ -207,6 +236,10 @@ class _Replay:
         return output.text if held is None else "".join(held[1])
 
 
+def _same_stream(last: dict[str, Any], output: NotebookNode) -> bool:
+    return last.get("output_type") == "stream" and last.get("name") == output.name
+
+
 def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
     """The executions in ``records`` (one kernel's, in seq order), with their outputs after
     clear_output and update_display_data, as a notebook client applies them. A record no
@@ -227,7 +260,41 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
                 text = replay.text(output)
                 output.text = "\n".join(overwrite(line) for line in text.split("\n"))
+        _show_widgets(run, replay.widgets)
     return replay.order
+
+
+def _show_widgets(run: Execution, widgets: Widgets) -> None:
+    """Give ``run`` the state of the widgets its outputs show, and their displays the latest
+    text line of a progress bar as text fallback, for readers that cannot show widgets."""
+    models = []
+    for output in run.outputs:
+        model = (
+            shown_model(output)
+            if output.output_type in ("display_data", "execute_result")
+            else None
+        )
+        if model is None:
+            continue
+        models.append(model)
+        line = widgets.line(model)
+        if line is not None:
+            output.data["text/plain"] = line
+    if models and widgets.closure(models):
+        run.widgets = widgets.state(models)
+
+
+def _add_widget_state(notebook: NotebookNode, runs: Iterable[Execution]) -> None:
+    """Put the widget state of ``runs`` in the notebook's metadata, as JupyterLab's "save
+    widget state" does, so that JupyterLab shows the widgets as they were last."""
+    models: dict[str, Any] = {}
+    for run in runs:
+        models.update(run.widgets.get("state", {}))
+    if not models:
+        return
+    saved = notebook.metadata.setdefault("widgets", {})
+    state = saved.setdefault(STATE_MIME, {"version_major": 2, "version_minor": 0, "state": {}})
+    state.setdefault("state", {}).update(models)
 
 
 def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -> NotebookNode:
@@ -265,6 +332,7 @@ def export_notebook(records: Iterable[dict[str, Any]], kernel: dict[str, Any]) -
         "kernel_id": kernel["kernel_id"],
         "notebook": kernel.get("notebook"),
     }
+    _add_widget_state(notebook, runs)
     nbformat.validate(notebook)
     return notebook
 
@@ -323,6 +391,7 @@ def recover(notebook: NotebookNode, records: Iterable[dict[str, Any]]) -> Recove
     for cell, run in pairs:
         cell.outputs = run.outputs
         cell.execution_count = run.count
+    _add_widget_state(notebook, (run for _, run in pairs))
     nbformat.validate(notebook)
     return Recovery(notebook, len(pairs), unmatched)
 

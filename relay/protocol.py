@@ -27,12 +27,13 @@ and the daemon from its own, so the two can be different nbrelay versions; a dae
 hook that speaks a version it does not know with a reason that says so, rather than a parse
 error. Version 2 added the hook's own ``nbrelay.cell`` message, which a daemon of version 1
 refuses; a daemon of version 2 still takes hooks of version 1 (:data:`ACCEPTED_PROTOCOLS`),
-which never send it.
+which never send it. Version 3 added the comm messages of widgets (:data:`COMM_TYPES`), which
+a daemon of version 2 refuses as unknown types; a daemon of version 3 takes all three.
 
-A message's ``msg_type`` is one of :data:`CAPTURED_TYPES`, as ipykernel sent it on IOPub,
-or :data:`CELL`: the notebook cell an execute request ran (``content``: ``{"cell_id"}``, the
-``cellId`` JupyterLab and Notebook 7 put in the request's metadata), with that request as its
-parent, made by the hook before the cell runs.
+A message's ``msg_type`` is one of :data:`CAPTURED_TYPES` or :data:`COMM_TYPES`, as
+ipykernel sent it on IOPub, or :data:`CELL`: the notebook cell an execute request ran
+(``content``: ``{"cell_id"}``, the ``cellId`` JupyterLab and Notebook 7 put in the request's
+metadata), with that request as its parent, made by the hook before the cell runs.
 
 ``session`` names one kernel process; ``n`` numbers that process's messages 1, 2, 3...
 ``acked`` is cumulative: every message of the session up to ``N`` is stored. The hook
@@ -85,12 +86,17 @@ CAPTURED_TYPES = frozenset(
         "status",
     }
 )
+#: The comm messages of Jupyter widgets (#22): a tqdm.auto bar's progress travels only in
+#: them. The hook passes on those of comms opened with :data:`WIDGET_TARGET` alone; their
+#: binary buffers are not kept (see kernel_hook/widgets.py).
+COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+WIDGET_TARGET = "jupyter.widget"
 
 #: The message type the hook makes itself, dotted like the daemon's own so that it can never
 #: collide with Jupyter's: which notebook cell an execute request ran.
 CELL = "nbrelay.cell"
 #: What a hook may send.
-INGEST_TYPES = CAPTURED_TYPES | {CELL}
+INGEST_TYPES = CAPTURED_TYPES | COMM_TYPES | {CELL}
 
 #: Record types the daemon writes itself. Dotted, so they can never collide with Jupyter's.
 START = "nbrelay.start"  # a kernel process connected for the first time (start or restart)
@@ -112,10 +118,11 @@ MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: the bound of every number on th
 
 #: The version of the ingest conversation, in every hello. Raise it with any change to the
 #: frames a hook sends that a daemon of the previous version would misread.
-INGEST_PROTOCOL = 2
-#: The versions a daemon takes: version 1 is version 2 without ``nbrelay.cell`` messages, so
-#: a daemon reads it as it is and old hooks keep working.
-ACCEPTED_PROTOCOLS = frozenset({1, 2})
+INGEST_PROTOCOL = 3
+#: The versions a daemon takes: version 1 is version 2 without ``nbrelay.cell`` messages, and
+#: version 2 is version 3 without widget comm messages, so a daemon reads each as it is and
+#: old hooks keep working.
+ACCEPTED_PROTOCOLS = frozenset({1, 2, 3})
 
 
 class ProtocolError(ValueError):

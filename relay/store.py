@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from . import protocol
+from .coalesce import Coalescer
 from .datadir import open_private
 from .errors import NbrelayError
 from .protocol import Hello, Output, ProtocolError
@@ -158,6 +159,7 @@ class Store:
         self.synchronous = SYNCHRONOUS[durability]
         self.head = 0  # last committed seq
         self._kernel_heads: dict[str, int] = {}
+        self._coalescer = Coalescer(max_output_bytes)
         # session -> (its kernel, acked), for sessions seen since start
         self._sessions: dict[str, tuple[str, int]] = {}
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
@@ -329,6 +331,7 @@ class Store:
         hellos: dict[str, Hello] = {}
         kernels: dict[str, _KernelUpdate] = {}
         seq = self.head
+        widgets = self._coalescer.batch()
 
         for w in writes:
             hello = w.hello
@@ -363,6 +366,7 @@ class Store:
             update.records += len(records)
             for msg_type, body in records:
                 seq += 1
+                body = widgets.record(seq, hello.kernel_id, msg_type, body)
                 rows.append((seq, hello.kernel_id, msg_type, now, body))
                 written += len(body)
             update.last_seq = seq
@@ -372,6 +376,14 @@ class Store:
                     state = out.parsed_content().get("execution_state")
                     update.execution_state = state if isinstance(state, str) else None
 
+        # Widget updates replaced by later ones (relay/coalesce.py): those of this commit are
+        # not written, the others are removed in its transaction.
+        replaced = {seq for _, seq in widgets.replaced}
+        if replaced:
+            rows = [row for row in rows if row[0] not in replaced]
+            for kernel_id, _ in widgets.replaced:
+                kernels[kernel_id].records -= 1  # the count of either kind goes down by one
+        stored = [(k, s) for k, s in widgets.replaced if s <= self.head]
         await self._in_writer(
             _write,
             db,
@@ -382,10 +394,12 @@ class Store:
                 for kernel_id, u in kernels.items()
             ],
             [(session, owners[session], n) for session, n in acked.items()],
+            stored,
         )
 
         # Committed: publish. Nothing above may change in-memory state before this point.
         self.head = seq
+        self._coalescer.publish(widgets)
         self._sessions.update((session, (owners[session], n)) for session, n in acked.items())
         for kernel_id, u in kernels.items():
             self._kernel_heads[kernel_id] = u.last_seq
@@ -500,15 +514,24 @@ class Store:
         return self.head if kernel_id is None else self._kernel_heads.get(kernel_id, 0)
 
     async def read(
-        self, after: int, limit: int, kernel_id: str | None = None, before: int | None = None
+        self,
+        after: int,
+        limit: int,
+        kernel_id: str | None = None,
+        before: int | None = None,
+        msg_types: Sequence[str] = (),
     ) -> list[tuple[int, str]]:
         """Records with ``after < seq < before``, in order, as ``(seq, JSON text)``: the first
-        ``limit`` of them, or with ``before`` the last ``limit`` (a viewer opens at the end)."""
+        ``limit`` of them, or with ``before`` the last ``limit`` (a viewer opens at the end);
+        with ``msg_types``, only records of those types."""
         assert self._reader is not None
         where = "seq > ?"
         params: list[int | str] = [after]
         if before is not None:
             where, params = where + " AND seq < ?", [*params, before]
+        if msg_types:
+            marks = ", ".join("?" * len(msg_types))
+            where, params = f"{where} AND msg_type IN ({marks})", [*params, *msg_types]
         if kernel_id is not None:
             where, params = "kernel_id = ? AND " + where, [kernel_id, *params]
         order = "DESC" if before is not None else "ASC"
@@ -582,8 +605,10 @@ def _write(
     records: list[tuple[int, str, str, float, str]],
     kernels: list[tuple[int, int, str, str | None, int, str]],
     sessions: list[tuple[str, str, int]],
+    replaced: list[tuple[str, int]],
 ) -> None:
-    """One commit of the group: new kernel processes, records, and what they change."""
+    """One commit of the group: new kernel processes, records, and what they change; minus
+    the widget update records ``replaced`` by newer ones, (kernel id, seq)."""
     if hellos:
         db.executemany(
             "INSERT INTO kernels (kernel_id, notebook, hostname, pid, started) "
@@ -605,6 +630,10 @@ def _write(
             "WHERE kernel_id = ?",
             kernels,
         )
+    for kernel_id, seq in replaced:
+        # Pruned by retention already (then not counted), or there, and counted out above.
+        if db.execute("DELETE FROM records WHERE seq = ?", (seq,)).rowcount == 0:
+            db.execute("UPDATE kernels SET records = records + 1 WHERE kernel_id = ?", (kernel_id,))
     db.executemany(
         "INSERT INTO sessions (session, kernel_id, acked) VALUES (?, ?, ?) "
         "ON CONFLICT (session) DO UPDATE SET acked = excluded.acked",

@@ -8,11 +8,13 @@ overwrite applied, and no escape codes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .protocol import GAP, START
+from .protocol import COMM_TYPES, GAP, START
+from .widgets import Widgets, shown_model
 
 RULE = "─" * 3
 WHY_CHARS = 200  # of an exception's message in a placeholder: enough to say what was wrong
@@ -89,6 +91,93 @@ def _render(record: dict[str, Any]) -> str:
     if kind == "disconnected":
         return f"\n{RULE} lost the daemon ({record.get('reason')}); reconnecting {RULE}\n"
     return ""  # status, clear_output: nothing to show as text
+
+
+class Transcript:
+    """:func:`render` for records in seq order, with widget progress bars as text lines.
+
+    A bar is drawn as one line when it is displayed, then redrawn in place with ``\r`` on
+    each update, like tqdm's own terminal line, as long as nothing else was written after
+    it. Once other output ended its line, the bar's next update draws it anew below, as
+    tqdm's does in a terminal, unless another bar's line is open: then (bars in parallel)
+    it is drawn once with its latest state when its execution ends (an idle status) or the
+    records do (:meth:`finish`), not on each update.
+    """
+
+    def __init__(self) -> None:
+        self.widgets = Widgets()
+        self._shown: dict[str, str] = {}  # displayed model -> its line as last written
+        self._open: str | None = None  # the model whose line the cursor is on
+        self._behind: dict[str, None] = {}  # displayed models updated since left behind
+
+    def render(self, record: dict[str, Any]) -> str:
+        """The text ``record`` adds to what was written so far."""
+        kind = record.get("msg_type")
+        try:
+            if kind in COMM_TYPES:
+                changed = self.widgets.apply(record)
+                return "" if changed is None else self._redraw(changed)
+            content = record.get("content")
+            model = shown_model(content) if isinstance(content, dict) else None
+            line = None if model is None else self.widgets.line(model)
+        except Exception as exc:  # hostile or broken content: only this record's
+            return self._after_open(cannot_render(record, exc) + "\n")
+        if model is not None and line is not None:
+            text = self._after_open(line)
+            self._shown[model], self._open = line, model
+            return text
+        if kind == "status" and (content or {}).get("execution_state") == "idle":
+            return self.finish()
+        return self._after_open(render(record))
+
+    def recall(self, record: dict[str, Any]) -> None:
+        """Take in a record written before this transcript starts (``tail`` starts near the
+        end): its widget models and the bars it displayed, so that later updates show."""
+        with contextlib.suppress(Exception):  # as render() would: only this record is lost
+            if record.get("msg_type") in COMM_TYPES:
+                self.widgets.apply(record)
+            elif (model := shown_model(record.get("content") or {})) is not None:
+                line = self.widgets.line(model)
+                if line is not None:
+                    self._shown[model] = line
+
+    def finish(self) -> str:
+        """The latest lines of the bars left behind since their last update."""
+        text = ""
+        for model in self._behind:
+            line = self.widgets.line(model)
+            if line is not None and line != self._shown.get(model):
+                text += self._after_open("") + line + "\n"
+                self._shown[model] = line
+        self._behind.clear()
+        return text
+
+    def _after_open(self, text: str) -> str:
+        """``text``, after the end of the open bar's line if it is not empty."""
+        if text and self._open is not None:
+            self._open = None
+            return "\n" + text
+        return text
+
+    def _redraw(self, changed: str) -> str:
+        text = ""
+        for model in self._shown:
+            if changed not in self.widgets.closure([model]):
+                continue
+            line = self.widgets.line(model)
+            if line is None or line == self._shown[model]:
+                continue
+            if model == self._open:
+                pad = " " * (len(self._shown[model]) - len(line))
+                text += "\r" + line + pad
+                self._shown[model] = line
+            elif self._open is None:
+                text += line
+                self._shown[model], self._open = line, model
+                self._behind.pop(model, None)
+            else:
+                self._behind[model] = None
+        return text
 
 
 # -- what may reach a terminal --------------------------------------------------------------
@@ -259,13 +348,22 @@ def overwrite(line: str) -> str:
     return shown.text()
 
 
-def plain_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+def plain_lines(
+    records: Iterable[dict[str, Any]], transcript: Transcript | None = None
+) -> Iterator[str]:
     """The text of ``records`` as a log file keeps it: finished lines, overwrites applied,
-    escape codes removed. Progress bars spread over many messages end as one line."""
+    escape codes removed. Progress bars spread over many messages end as one line. A
+    ``transcript`` that recalled earlier records shows the widgets they made."""
     clean = Sanitiser(styles=False)
+    transcript = transcript or Transcript()
+
+    def texts() -> Iterator[str]:
+        yield from map(transcript.render, records)
+        yield transcript.finish()
+
     line = Line()
-    for record in records:
-        *finished, rest = clean.feed(render(record)).split("\n")
+    for text in texts():
+        *finished, rest = clean.feed(text).split("\n")
         for part in finished:
             line.write(part)
             yield line.text() + "\n"

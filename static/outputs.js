@@ -4,6 +4,7 @@
 "use strict";
 
 import { Terminal } from "./terminal.js";
+import { Widgets, shownModel } from "./widgets.js";
 
 export const SHOWN_LINES = 2000;  // stream lines in the DOM at first; "show earlier" adds more
 // Inlined into each HTML output's frame, not loaded from a URL: a sandboxed frame's requests
@@ -187,6 +188,45 @@ class Display {
   text() { return joined(bundle(this.content)["text/plain"]); }
 }
 
+// A display that shows a widget: drawn from the model's latest state on each frame it
+// changed in, or as its text/plain fallback, marked, if widgets.js cannot show it.
+class WidgetDisplay extends Display {
+  constructor(content, prompt, widgets) {
+    super(content, prompt);
+    this.widgets = widgets;
+  }
+  update(content) {
+    this.model = shownModel(bundle(content));
+    this.content = content;
+  }
+  render() {
+    const shown = this.widgets.render(this.model, renderOutputs);
+    this.shownAsWidget = shown !== null;
+    this.root.replaceChildren();
+    if (this.prompt) this.root.append(el("span", "prompt", this.prompt));
+    if (shown) {
+      this.root.append(shown);
+      return;
+    }
+    const { "application/vnd.jupyter.widget-view+json": _, ...rest } = bundle(this.content);
+    this.root.append(renderMime(rest), el("div", "notice", "an interactive widget: shown as text"));
+  }
+  text() { return this.shownAsWidget ? this.root.textContent : super.text(); }
+}
+
+// An Output widget's captured outputs (nbformat) as DOM.
+function renderOutputs(outputs) {
+  return outputs.filter(isObject).map((output) => {
+    if (output.output_type === "stream" || output.output_type === "error") {
+      const view = new TerminalView(output.output_type === "stream" ? `stream ${output.name}` : "traceback");
+      view.write(output.output_type === "stream" ? joined(output.text) : joined((output.traceback || []).join("\n")));
+      view.render();
+      return view.root;
+    }
+    return renderMime(isObject(output.data) ? output.data : {});
+  });
+}
+
 class ErrorOutput {
   constructor(content) {
     need(content.traceback === undefined || Array.isArray(content.traceback), "its traceback is not a list");
@@ -267,6 +307,8 @@ export class KernelView {
     this.id = id;
     this.cells = new Map();
     this.displays = new Map();  // display_id -> [Display]
+    this.widgets = new Widgets();
+    this.widgetDisplays = new Set();
     this.dirty = new Set();
     this.root = el("div", "kernel");
     this.root.dataset.kernel = id;
@@ -323,9 +365,25 @@ export class KernelView {
       case "execute_input":
         this.cell(record.parent_msg_id).input(c);
         return;
-      case "update_display_data":
-        for (const display of this.displays.get(c.transient && c.transient.display_id) || []) display.update(c);
+      case "comm_open":
+      case "comm_msg":
+      case "comm_close": {
+        const changed = this.widgets.apply(record.msg_type, c);
+        if (changed !== null) this.widgetChanged(changed);
         return;
+      }
+      case "update_display_data":
+        for (const display of this.displays.get(c.transient && c.transient.display_id) || []) {
+          display.update(c);
+          this.dirty.add(display);  // a widget display draws on render()
+        }
+        return;
+    }
+    const capturing = this.widgets.capturing(record.parent_msg_id);
+    if (capturing !== null) {  // a `with out:` block's output goes into its Output widget
+      this.widgets.capture(capturing, record.msg_type, c);
+      this.widgetChanged(capturing);
+      return;
     }
     const cell = this.cell(record.parent_msg_id);
     if (record.msg_type === "clear_output") {
@@ -347,7 +405,9 @@ export class KernelView {
       output = cell.add(new ErrorOutput(c));
     } else {
       const prompt = record.msg_type === "execute_result" ? `Out[${c.execution_count}]:` : "";
-      output = cell.add(new Display(c, prompt));
+      const widget = shownModel(bundle(c)) !== null;
+      output = cell.add(widget ? new WidgetDisplay(c, prompt, this.widgets) : new Display(c, prompt));
+      if (widget) this.widgetDisplays.add(output);
       const id = c.transient && c.transient.display_id;
       if (id) this.displays.set(id, [...(this.displays.get(id) || []), output]);
     }
@@ -355,6 +415,14 @@ export class KernelView {
       output.root.append(el("div", "notice", `this output was ${c.nbrelay_truncated.original_bytes} bytes: it was stored cut`));
     }
     this.dirty.add(output);
+  }
+
+  // Redraw, on the next frame, the widget displays that show model ``id``: many updates in
+  // one frame are one redraw.
+  widgetChanged(id) {
+    for (const display of this.widgetDisplays) {
+      if (this.widgets.uses(display.model, id)) this.dirty.add(display);
+    }
   }
 
   render() {

@@ -52,6 +52,8 @@ CAPTURED = {
     "execute_input",
     "status",
 }
+# And #22's: the comm messages of widgets (of comms opened with the jupyter.widget target).
+WIDGET_COMMS = {"comm_open", "comm_msg", "comm_close"}
 
 
 def header(msg_id: str, msg_type: str = "stream", date: str | None = None) -> bytes:

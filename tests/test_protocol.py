@@ -30,6 +30,22 @@ def test_hello_round_trip() -> None:
     assert Hello.decode(HELLO.encode()) == HELLO
 
 
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_hooks_of_every_accepted_version_are_welcome(version: int) -> None:
+    """A daemon of protocol 3 takes hellos of hooks of protocols 1, 2 and 3 (#22)."""
+    hello = json.loads(HELLO.encode()) | {"protocol": version}
+    assert Hello.decode(json.dumps(hello)) == HELLO
+
+
+@pytest.mark.parametrize("msg_type", ["comm_open", "comm_msg", "comm_close"])
+def test_widget_comm_messages_are_taken(msg_type: str) -> None:
+    """Protocol 3 adds the comm messages of widgets to what a hook may send (#22)."""
+    content = json.dumps({"comm_id": "c1", "data": {"state": {"value": 3}}})
+    entry = protocol.encode_output(1, "m1", msg_type, "p1", "2026-01-01T00:00:00Z", content)
+    (out,) = protocol.decode_batch(protocol.encode_batch([entry]))
+    assert out.msg_type == msg_type and out.parsed_content() == json.loads(content)
+
+
 def test_batch_round_trip_keeps_content_verbatim() -> None:
     """A batch entry carries ipykernel's content JSON unchanged, and decodes to the same values.
     Its parsed content is not kept: the text is stored as received, and parsed again if need be."""
@@ -110,15 +126,15 @@ def test_content_with_newlines_still_makes_one_line() -> None:
         (b"\xff\xfe", "not JSON"),
         ("[]", "not a JSON object"),
         ('{"type": "hello", "protocol": 1}', "missing field"),
-        ('{"type": "hello"}', "ingest protocol none, daemon 2"),
-        ('{"type": "hello", "protocol": true}', "ingest protocol none, daemon 2"),
-        ('{"type": "hello", "protocol": [1]}', "ingest protocol none, daemon 2"),
-        ('{"type": "hello", "protocol": 3}', "ingest protocol 3, daemon 2"),
+        ('{"type": "hello"}', "ingest protocol none, daemon 3"),
+        ('{"type": "hello", "protocol": true}', "ingest protocol none, daemon 3"),
+        ('{"type": "hello", "protocol": [1]}', "ingest protocol none, daemon 3"),
+        ('{"type": "hello", "protocol": 4}', "ingest protocol 4, daemon 3"),
         ('{"type": "batch"}', "no messages"),
         ('{"type": "batch"}\n[1]', "not a JSON object"),
         ('{"type": "batch"}\n{"n": 1,\n"msg_id": "m"}', "not JSON"),
         ('{"type": "batch"}\n{"msg_type": "stream", "n": "1"}', "wrong type"),
-        ('{"type": "batch"}\n{"msg_type": "comm_msg"}', "unknown msg_type"),
+        ('{"type": "batch"}\n{"msg_type": "shell_reply"}', "unknown msg_type"),
     ],
 )
 def test_malformed_frames_are_refused_with_a_reason(frame: str | bytes, problem: str) -> None:
