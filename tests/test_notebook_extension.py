@@ -304,3 +304,25 @@ def test_the_viewer_link_opens_this_kernel_without_a_second_login(
     assert f"kernel={nb.kernel_id}" in viewer.url
     assert daemon.token not in viewer.url + viewer.content() + page.content()
     viewer.close()
+
+
+def test_a_widget_progress_bar_comes_back_at_its_final_state(notebook: Any) -> None:
+    """A tqdm.auto bar (an ipywidgets one) that ran while the notebook was closed is back in
+    its cell at 100 %, drawn by JupyterLab's widget manager from the kernel's live model."""
+    code = (
+        "import time\nfrom tqdm.auto import tqdm\n"
+        "for i in tqdm(range(30), desc='train'):\n    time.sleep(0.05)"
+    )
+    nb = notebook(LOAD, code)
+    nb.open()
+    nb.run(0)
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.attach()
+    nb.run(1)
+    nb.close()
+    nb.execution(code)
+    nb.open()
+    bar = nb.cell(1).locator(".widget-hprogress .progress-bar-success")
+    expect(bar).to_have_count(1)
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("30/30")
+    assert not nb.errors

@@ -52,6 +52,26 @@ function asMessage(request: string, output: ICellRestore['outputs'][number]) {
   } as unknown as KernelMessage.IIOPubMessage;
 }
 
+/** Representations that show without running anything of the output's own. */
+const INERT = new Set([
+  'text/plain',
+  'text/markdown',
+  'image/png',
+  'image/jpeg',
+  'image/gif',
+  'application/json',
+  'application/vnd.jupyter.widget-view+json'
+]);
+
+function inert(output: ICellRestore['outputs'][number]): boolean {
+  const data = output.content.data;
+  return (
+    output.msg_type === 'stream' ||
+    output.msg_type === 'error' ||
+    (typeof data === 'object' && data !== null && Object.keys(data).every(m => INERT.has(m)))
+  );
+}
+
 /** JSON with sorted keys: the same value gives the same text whatever built it. */
 function canonical(value: unknown): string {
   if (Array.isArray(value)) {
@@ -236,6 +256,10 @@ export class Restorer implements IDisposable {
     // Takes the place of the cell's future (a request of this page that lost messages is
     // adopted too) and clears its outputs, as a new execution does.
     cell.outputArea.future = future.asShellFuture();
+    // As a cell that ran in this page is: trusted, so that a widget's view is drawn from the
+    // kernel's live model, but only if no output can run script (records pass through the
+    // daemon, and whoever holds its token could add some).
+    cell.model.trusted = restore.outputs.every(inert);
     for (const output of restore.outputs) {
       void future.onIOPub(asMessage(request, output));
     }
