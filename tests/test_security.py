@@ -393,7 +393,7 @@ MALFORMED = [
     ("a message over two lines", '{"type": "batch"}\n{"n": 1,\n"msg_id": "m"}', 1007),
     (
         "unknown msg_type",
-        protocol.encode_batch([protocol.encode_output(1, "m", "comm_msg", None, "t", "{}")]),
+        protocol.encode_batch([protocol.encode_output(1, "m", "shutdown_reply", None, "t", "{}")]),
         1007,
     ),
     (
