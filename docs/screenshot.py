@@ -30,7 +30,7 @@ CELLS = [
 
 TRAINING = (
     "import time\n"
-    "for epoch in range(1, 31):\n"
+    "for epoch in range(1, 13):\n"
     "    print(f'epoch {epoch:2d}: loss={1 / epoch:.4f}', flush=True)\n"
     "    time.sleep(0.1)\n"
     "raise RuntimeError('out of GPU memory while saving')"
@@ -54,8 +54,10 @@ def notebook() -> None:
             nb.close()  # the laptop lid closes
             nb.execution(TRAINING)
             page = nb.open()
-            page.set_viewport_size({"width": 1100, "height": 720})
+            page.set_viewport_size({"width": 1280, "height": 800})
             expect(page.get_by_text("out of GPU memory").first).to_be_visible()
+            page.keyboard.press("Control+b")  # the file browser away: room for the toolbar
+            expect(nb.status).to_be_visible()
             page.screenshot(path=str(Path(__file__).parent / "notebook.png"))
             nb.close()
         finally:
@@ -66,6 +68,11 @@ def notebook() -> None:
 
 def main() -> None:
     notebook()
+    viewer()
+
+
+def viewer() -> None:
+    """docs/screenshot.png: the viewer on a realistic session."""
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(Path(tmp)).start()
         kernel = Kernel(daemon.runtime_dir)

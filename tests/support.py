@@ -535,6 +535,10 @@ class JupyterServer:
             NBRELAY_DB=str(workdir / "db.sqlite3"),
         )
         env.pop("PYTEST_CURRENT_TEST", None)  # ipykernel stops capturing fd output with it
+        # No "would you like to get notified about Jupyter news?" over the notebook.
+        news = workdir / "config/lab/user-settings/@jupyterlab/apputils-extension"
+        news.mkdir(parents=True, exist_ok=True)
+        (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
         self.log = (workdir / "jupyter.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--allow-root", "--ServerApp.ip=127.0.0.1"]
