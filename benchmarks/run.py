@@ -31,7 +31,7 @@ QUICK = [
     ["viewer.py", "--records", "5000", "--runs", "1"],
     ["load.py", "--seconds", "3"],
     ["hook_memory.py", "--lines", "20000"],
-    ["notebook.py", "--lines", "2000", "--runs", "1", "--live-lines", "200", "--idle", "2"],
+    ["notebook.py", "--lines", "2000", "--runs", "1", "--live-lines", "500", "--idle", "2"],
     ["widgets.py", "--hours", "0.01"],
 ]
 

@@ -45,10 +45,7 @@ def notebook() -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             nb = Notebook(server, browser, ["%load_ext nbrelay", TRAINING])
-            nb.open()
-            nb.attach()
-            nb.run(0)
-            expect(nb.status).to_have_attribute("data-state", "relaying")
+            nb.relaying()
             nb.run(1)
             expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("epoch  3")
             nb.close()  # the laptop lid closes

@@ -678,6 +678,16 @@ class Notebook:
             expect(self.status).to_have_attribute("data-state", re.compile("relaying|no-daemon"))
         return self.page
 
+    def relaying(self, app: str = "lab/tree", attach: bool = True) -> Page:
+        """Open the notebook, attach the oracle, run its first cell (it loads nbrelay) and
+        wait until the toolbar says the kernel relays."""
+        page = self.open(app)
+        if attach:
+            self.attach()
+        self.run(0)
+        expect(self.status).to_have_attribute("data-state", "relaying")
+        return page
+
     def _error(self, error: Error) -> None:
         """Keep uncaught exceptions thrown in nbrelay's code (Notebook 7 has one of its own)."""
         if "/extensions/nbrelay/" in (error.stack or ""):

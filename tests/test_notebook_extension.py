@@ -123,10 +123,7 @@ def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) ->
     stop = f"/tmp/nbrelay-stop-{uuid.uuid4().hex}"
     code = until_stopped(stop)
     nb = notebook(LOAD, code)
-    nb.open(app)
-    nb.attach()
-    nb.run(0)
-    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.relaying(app)
     nb.run(1)
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 5")
     nb.close()
@@ -152,10 +149,7 @@ def test_cells_of_the_same_source_each_get_their_own_output_wherever_they_moved(
     on disk was edited meanwhile, the two cells swapped."""
     same = "n += 1\nprint(f'run {n}')"
     nb = notebook(LOAD + "\nn = 0", same, same)
-    nb.open()
-    nb.attach()
-    nb.run(0)
-    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.relaying()
     nb.run(2)
     expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("run 1")
     nb.run(1)
@@ -191,10 +185,7 @@ def test_a_blip_between_browser_and_server_loses_and_repeats_nothing(
     nb = notebook(LOAD, code)
     nb.server_url = f"http://127.0.0.1:{blip.port}/"
     try:
-        nb.open()
-        nb.attach()
-        nb.run(0)
-        expect(nb.status).to_have_attribute("data-state", "relaying")
+        nb.relaying()
         nb.run(1)
         expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 20")
         blip.cut()
@@ -230,9 +221,7 @@ def test_after_a_kernel_restart_only_the_new_process_counts(
     status says that the new process does not relay."""
     server, _ = jupyter
     nb = notebook(LOAD, "print('old process')")
-    nb.open()
-    nb.run(0)
-    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.relaying(attach=False)
     nb.run(1)
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("old process")
     nb.close()
@@ -252,9 +241,7 @@ def test_the_status_says_when_the_daemon_is_down_and_a_click_restores_once_it_is
     and once the daemon is back a click on the item puts the output into the notebook."""
     _, daemon = jupyter
     nb = notebook(LOAD, "print('kept while the daemon was down')")
-    nb.open()
-    nb.run(0)
-    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.relaying(attach=False)
     port = daemon.port
     daemon.stop()
     nb.run(1)
@@ -292,9 +279,7 @@ def test_the_viewer_link_opens_this_kernel_without_a_second_login(
     Jupyter server's login only: the daemon's token is nowhere in the page or its address."""
     _, daemon = jupyter
     nb = notebook(LOAD, "print('seen in the viewer')")
-    page = nb.open()
-    nb.run(0)
-    expect(nb.status).to_have_attribute("data-state", "relaying")
+    page = nb.relaying(attach=False)
     nb.run(1)
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("seen in the viewer")
     with page.expect_popup() as opened:
@@ -314,9 +299,7 @@ def test_a_widget_progress_bar_comes_back_at_its_final_state(notebook: Any) -> N
         "for i in tqdm(range(30), desc='train'):\n    time.sleep(0.05)"
     )
     nb = notebook(LOAD, code)
-    nb.open()
-    nb.run(0)
-    expect(nb.status).to_have_attribute("data-state", "relaying")
+    nb.relaying(attach=False)
     nb.attach()
     nb.run(1)
     nb.close()
