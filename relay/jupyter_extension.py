@@ -26,8 +26,8 @@ from .errors import START_HINT, NbrelayError, TokenRefused
 from .protocol import MAX_SEQ, START
 from .restore import current_process, plan
 
-#: Largest request body: the page sends each code cell's source. A notebook of many MB of
-#: code is refused, not read.
+#: Largest request body: the page sends each code cell's source. Tornado has read a body
+#: before the handler runs; a larger one is refused before it is parsed.
 MAX_BODY_BYTES = 32 * 2**20
 
 HINTS = {

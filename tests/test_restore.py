@@ -44,6 +44,7 @@ def test_each_state_says_how_to_fix_it(
     unknown = answer("no-such-kernel", [], None)
     assert unknown["state"] == "not-relaying" and "%load_ext nbrelay" in unknown["message"]
 
+    relayed(daemon, kernel, kernel.run_ok("pass"))  # its hook has reached the daemon
     pid = kernel.km.provisioner.pid
     assert answer(kernel.kernel_id, [], pid)["state"] == "relaying"
     restarted = answer(kernel.kernel_id, [], pid + 1)

@@ -1,5 +1,5 @@
 // The notebook extension talks only to its own Jupyter server, under the server's login;
-// the server talks to the nbrelay daemon (nbrelay/jupyter_extension.py).
+// the server talks to the nbrelay daemon (relay/jupyter_extension.py).
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 

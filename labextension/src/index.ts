@@ -27,13 +27,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const restorers = new WeakMap<NotebookPanel, Restorer>();
     const options = { autoRestore: true };
-    void settingRegistry?.load(plugin.id).then(settings => {
-      const read = () => {
-        options.autoRestore = settings.get('autoRestore').composite !== false;
-      };
-      read();
-      settings.changed.connect(read);
-    });
+    settingRegistry
+      ?.load(plugin.id)
+      .then(settings => {
+        const read = () => {
+          options.autoRestore = settings.get('autoRestore').composite !== false;
+        };
+        read();
+        settings.changed.connect(read);
+      })
+      .catch(reason => console.warn('nbrelay: its settings could not be read', reason));
     tracker.widgetAdded.connect((_, panel) => {
       const restorer = new Restorer(panel, options);
       restorers.set(panel, restorer);

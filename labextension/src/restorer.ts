@@ -14,7 +14,7 @@ import { AdoptedFuture } from './future';
 
 /** The latest IOPub messages the page received, kept for the next restore: those of an
  * execution that are newer than its snapshot go on top of it (see TAIL_IDS in
- * nbrelay/restore.py, which is five times more, for those that are in both). */
+ * relay/restore.py, which is five times more, for those that are in both). */
 const RECENT = 2000;
 
 /** When to ask again when a snapshot came from a relay that was behind the page (ms). */
@@ -53,9 +53,10 @@ function asMessage(request: string, output: ICellRestore['outputs'][number]) {
 }
 
 /** Representations that show without running anything of the output's own. */
+const WIDGET = 'application/vnd.jupyter.widget-view+json';
+
 const INERT = new Set([
   'text/plain',
-  'text/markdown',
   'image/png',
   'image/jpeg',
   'image/gif',
@@ -88,7 +89,8 @@ function canonical(value: unknown): string {
 
 /** What a cell shows, comparable with what a restore would put there. */
 function shown(cell: CodeCell): string {
-  return canonical([cell.model.executionCount, cell.model.outputs.toJSON()]);
+  const outputs = cell.model.outputs.toJSON() as unknown as { [key: string]: unknown }[];
+  return canonical([cell.model.executionCount, outputs.map(withoutWidgetText)]);
 }
 
 function planned(restore: ICellRestore): string {
@@ -97,7 +99,18 @@ function planned(restore: ICellRestore): string {
     delete content.transient; // not saved in a notebook
     return { output_type: o.msg_type, ...content };
   });
-  return canonical([restore.execution_count, outputs]);
+  return canonical([restore.execution_count, outputs.map(withoutWidgetText)]);
+}
+
+/** An output without the text fallback of a widget it shows: the relay writes the widget's
+ * final text there, the page keeps what the kernel first sent, and the widget is the same. */
+function withoutWidgetText(output: { [key: string]: unknown }): unknown {
+  const data = output.data as { [mime: string]: unknown } | undefined;
+  if (!data || data[WIDGET] === undefined) {
+    return output;
+  }
+  const { 'text/plain': _, ...rest } = data; // eslint-disable-line @typescript-eslint/no-unused-vars
+  return { ...output, data: rest };
 }
 
 /** The user's settings (schema/plugin.json), read when a restore would start by itself. */
@@ -139,6 +152,7 @@ export class Restorer implements IDisposable {
     }
     this._disposed = true;
     window.clearTimeout(this._rechecking);
+    window.clearTimeout(this._retrying);
     this._attach(null);
     Signal.clearData(this);
   }
@@ -151,19 +165,25 @@ export class Restorer implements IDisposable {
       return;
     }
     if (this._running) {
-      this._again = true; // once this one is done: what it asked may be out of date
+      // Once this one is done: what it asked may be out of date. A click is never an
+      // automatic restore, whatever else was waiting.
+      this._again = true;
+      this._againAuto = this._againAuto && auto;
       return;
     }
     this._running = true;
     let stale = false;
+    const process = this._process;
+    const gap = this._gap; // the connection was lost since the last restore
+    this._gap = false;
     try {
       const reply = await requestRestore(kernel.id, this._cells());
-      if (kernel !== this._kernel) {
-        return; // restarted or changed meanwhile: the answer is about another process
+      if (kernel !== this._kernel || process !== this._process) {
+        return; // changed or restarted meanwhile: the answer is about another process
       }
       this._setState({ state: reply.state, message: reply.message });
       if (!auto || this._options.autoRestore) {
-        this._apply(reply.cells ?? []);
+        this._apply(reply.cells ?? [], gap);
       }
       stale = this._stale(reply.cells ?? []);
     } catch (error) {
@@ -175,13 +195,22 @@ export class Restorer implements IDisposable {
       this._running = false;
     }
     if (this._again) {
+      const again = this._againAuto;
       this._again = false;
-      await this.restore(auto);
+      this._againAuto = true;
+      await this.restore(again);
     } else if (stale && this._retries < RETRIES.length) {
       // The relay was behind the page: ask again once it has caught up.
-      window.setTimeout(() => void this.restore(auto), RETRIES[this._retries++]);
-    } else if (!stale) {
+      window.clearTimeout(this._retrying);
+      this._retrying = window.setTimeout(
+        () => void this.restore(auto),
+        RETRIES[this._retries++]
+      );
+    } else {
       this._retries = 0;
+      if (stale && this._kernel?.status === 'idle') {
+        this._finishAdopted(); // their end never reached the relay: the kernel is idle
+      }
     }
   }
 
@@ -211,7 +240,7 @@ export class Restorer implements IDisposable {
     }));
   }
 
-  private _apply(restores: ICellRestore[]): void {
+  private _apply(restores: ICellRestore[], gap: boolean): void {
     const cells = new Map(
       this._panel.content.widgets.filter(isCode).map(cell => [cell.model.id, cell])
     );
@@ -227,6 +256,9 @@ export class Restorer implements IDisposable {
         future &&
         !(future as AdoptedFuture).isDisposed &&
         (future as AdoptedFuture).msg?.header.msg_id === restore.request;
+      if (following && !(future instanceof AdoptedFuture) && !gap) {
+        continue; // this page's own execution, and it lost nothing: Lab has it in hand
+      }
       if (shown(cell) === planned(restore) && (following || !restore.running)) {
         continue; // shown whole already, and followed live if it runs
       }
@@ -343,6 +375,7 @@ export class Restorer implements IDisposable {
     if (first || this._lost) {
       // First: only now does the page receive live output, so only now can a snapshot and
       // what comes live meet. Lost: messages of the gap may be missing (a blip, a restart).
+      this._gap = this._lost;
       this._lost = false;
       this._firstLive.clear(); // what counts is what comes from now on
       void this.restore(true);
@@ -355,6 +388,7 @@ export class Restorer implements IDisposable {
 
   private _onStatus(_: unknown, status: Kernel.Status): void {
     if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+      this._process += 1; // an answer asked for before this is about the old process
       this._dropAdopted(); // that process is gone: nothing more comes for its executions
     }
     if (status === 'idle' && this._restarted) {
@@ -364,6 +398,16 @@ export class Restorer implements IDisposable {
     if (status === 'restarting' || status === 'autorestarting') {
       this._restarted = true;
     }
+  }
+
+  /** End what this page follows as the kernel's idle status says: nothing runs. */
+  private _finishAdopted(): void {
+    for (const adopted of [...this._adopted.values()]) {
+      adopted.future.dispose();
+      adopted.cell.model.executionCount = adopted.count;
+      adopted.cell.model.executionState = 'idle';
+    }
+    this._adopted.clear();
   }
 
   private _dropAdopted(): void {
@@ -414,6 +458,10 @@ export class Restorer implements IDisposable {
   private _recent: KernelMessage.IIOPubMessage[] = [];
   private _running = false;
   private _again = false;
+  private _againAuto = true;
+  private _gap = false;
+  private _process = 0; // counts the kernel's restarts: the same connection object survives them
+  private _retrying = 0;
   private _connected = false;
   private _lost = false;
   private _restarted = false;
