@@ -17,8 +17,9 @@ import { AdoptedFuture } from './future';
  * relay/restore.py, which is five times more, for those that are in both). */
 const RECENT = 2000;
 
-/** When to ask again when a snapshot came from a relay that was behind the page (ms). */
-const RETRIES = [100, 300, 1000, 3000];
+/** When to ask again when a snapshot came from a relay that was behind the page (ms): on a
+ * loaded machine the relay was seen seconds behind, so the last tries are far apart. */
+const RETRIES = [100, 300, 1000, 3000, 6000, 12000];
 
 /** When to ask again after a cell ran while the kernel was not relaying (ms). */
 const RECHECKS = [0, 500, 2000, 5000];
