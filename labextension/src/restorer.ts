@@ -180,13 +180,16 @@ export class Restorer implements IDisposable {
     try {
       const reply = await requestRestore(kernel.id, this._cells());
       if (kernel !== this._kernel || process !== this._process) {
-        return; // changed or restarted meanwhile: the answer is about another process
+        // Changed or restarted meanwhile: the answer is about another process. Whoever
+        // changed it asked again (see _attach and _onStatus), and that runs below.
+        this._again = true;
+      } else {
+        this._setState({ state: reply.state, message: reply.message });
+        if (!auto || this._options.autoRestore) {
+          this._apply(reply.cells ?? [], gap);
+        }
+        stale = this._stale(reply.cells ?? []);
       }
-      this._setState({ state: reply.state, message: reply.message });
-      if (!auto || this._options.autoRestore) {
-        this._apply(reply.cells ?? [], gap);
-      }
-      stale = this._stale(reply.cells ?? []);
     } catch (error) {
       this._setState({
         state: 'error',
