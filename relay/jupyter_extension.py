@@ -89,7 +89,7 @@ def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict
         state = {"state": "relaying", "message": f"relaying to {client.endpoint.url}"}
     # Outputs kept before an unload still come back.
     process = records if pruned else current_process(records)
-    return {**state, "pruned": pruned, "cells": plan(process, cells)}
+    return {**state, "cells": plan(process, cells)}
 
 
 def _cells(body: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -134,14 +134,18 @@ class RestoreHandler(APIHandler):
         return pid if isinstance(pid, int) else None
 
 
+def _viewer_query(kernel_id: str) -> str:
+    """The viewer's query that opens ``kernel_id`` ("" for none), with its "?"."""
+    return "?" + urllib.parse.urlencode({"kernel": kernel_id}) if kernel_id else ""
+
+
 def viewer_url(kernel_id: str) -> str:
     """The daemon's viewer on ``kernel_id``, with a one-time login code for the browser: the
     page trades it for the daemon's cookie, and the token itself never leaves this process.
     Blocking; NbrelayError if the daemon cannot be asked."""
     client = Client()
     code = client.post("api/login-codes", {})["code"]
-    query = urllib.parse.urlencode({"kernel": kernel_id}) if kernel_id else ""
-    return f"{client.endpoint.url}{'?' + query if query else ''}#code={code}"
+    return f"{client.endpoint.url}{_viewer_query(kernel_id)}#code={code}"
 
 
 class ViewerHandler(APIHandler):
@@ -156,8 +160,7 @@ class ViewerHandler(APIHandler):
     async def get(self) -> None:
         kernel_id = self.get_query_argument("kernel_id", "")
         if self._proxied():
-            query = urllib.parse.urlencode({"kernel": kernel_id}) if kernel_id else ""
-            self.redirect(url_path_join(self.base_url, "nbrelay/") + (f"?{query}" if query else ""))
+            self.redirect(url_path_join(self.base_url, "nbrelay/") + _viewer_query(kernel_id))
             return
         try:
             url = await asyncio.to_thread(viewer_url, kernel_id)

@@ -23,7 +23,6 @@ export interface ICellRestore {
 export interface IRestoreReply {
   state: 'relaying' | 'no-daemon' | 'refused' | 'not-relaying';
   message: string;
-  pruned?: boolean;
   cells?: ICellRestore[];
 }
 
