@@ -195,6 +195,9 @@ export class Restorer implements IDisposable {
         state: 'error',
         message: `could not ask the Jupyter server about nbrelay: ${(error as Error).message}`
       });
+      if (this._kernel?.status === 'idle') {
+        this._finishAdopted(); // what the page has is all there will be
+      }
     } finally {
       this._running = false;
     }
@@ -264,6 +267,9 @@ export class Restorer implements IDisposable {
         continue; // this page's own execution, and it lost nothing: Lab has it in hand
       }
       if (shown(cell) === planned(restore) && (following || !restore.running)) {
+        if (!restore.running) {
+          this._finish(restore.request); // followed to its end, whole
+        }
         continue; // shown whole already, and followed live if it runs
       }
       this._adopt(cell, restore);
@@ -325,9 +331,9 @@ export class Restorer implements IDisposable {
     }
     void adopted.future.onIOPub(msg);
     if (KernelMessage.isStatusMsg(msg) && msg.content.execution_state === 'idle') {
-      adopted.future.dispose();
-      adopted.cell.model.executionCount = adopted.count;
-      adopted.cell.model.executionState = 'idle';
+      // The relay's record of the whole execution has the last word: whatever the page may
+      // have missed where the snapshot met the live output, the end puts right.
+      void this.restore();
     }
   }
 
@@ -406,12 +412,20 @@ export class Restorer implements IDisposable {
 
   /** End what this page follows as the kernel's idle status says: nothing runs. */
   private _finishAdopted(): void {
-    for (const adopted of [...this._adopted.values()]) {
-      adopted.future.dispose();
-      adopted.cell.model.executionCount = adopted.count;
-      adopted.cell.model.executionState = 'idle';
+    for (const request of [...this._adopted.keys()]) {
+      this._finish(request);
     }
-    this._adopted.clear();
+  }
+
+  /** An execution this page follows has ended: its count, and the prompt no longer [*]. */
+  private _finish(request: string): void {
+    const adopted = this._adopted.get(request);
+    if (!adopted) {
+      return;
+    }
+    adopted.future.dispose(); // and out of _adopted
+    adopted.cell.model.executionCount = adopted.count;
+    adopted.cell.model.executionState = 'idle';
   }
 
   private _dropAdopted(): void {
