@@ -141,6 +141,83 @@ def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) ->
     assert not nb.errors
 
 
+def test_what_the_relay_had_not_stored_when_the_page_asked_comes_back_while_the_cell_runs(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """The relay is behind the kernel when the notebook is reopened (the hook's connection to
+    the daemon is cut), and nothing comes live before the snapshot: the snapshot ends before
+    the first line the page receives live. The lines in between are shown as soon as the
+    relay has them, while the cell still runs, not only once it ends."""
+    _, daemon = jupyter
+    relay = Blip(daemon.port)  # between the kernel's hook and the daemon
+    files = {k: f"/tmp/nbrelay-{k}-{uuid.uuid4().hex}" for k in ("hold", "quiet", "go", "stop")}
+    code = (
+        "import os, time\n"
+        "i = 0\n"
+        f"while not os.path.exists({files['stop']!r}):\n"
+        f"    if os.path.exists({files['hold']!r}) and not os.path.exists({files['go']!r}):\n"
+        f"        open({files['quiet']!r}, 'w').close()\n"
+        "        time.sleep(0.01)\n"
+        "        continue\n"
+        "    print(f'line {i}', flush=True)\n"
+        "    i += 1\n"
+        "    time.sleep(0.02)\n"
+    )
+    load = (
+        f"%env NBRELAY_URL=http://127.0.0.1:{relay.port}\n"
+        f"%env NBRELAY_TOKEN={daemon.token}\n" + LOAD
+    )
+    nb = notebook(load, code)
+    try:
+        nb.relaying()
+        nb.run(1)
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 5")
+        nb.close()
+
+        def lines(text: str) -> int:
+            return sum(line.startswith("line ") for line in text.splitlines())
+
+        def printed() -> int:
+            return lines(stream_text(nb.received()))
+
+        def stored() -> int:
+            return lines(stream_text(daemon.messages(kernel_id=nb.kernel_id)))
+
+        relay.cut()  # the hook buffers what the cell prints from now on
+        behind = printed()
+        wait_for(lambda: printed() > behind + 10, 30, "the cell to print while the relay is cut")
+        Path(files["hold"]).touch()
+        wait_for(lambda: Path(files["quiet"]).exists(), 30, "the cell to pause")
+        kept = stored()
+        assert kept < printed() - 10
+
+        nb.open()  # the snapshot ends at line kept - 1; nothing comes live meanwhile
+        cell = nb.cell(1)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")
+        expect(cell.locator(".jp-OutputArea-output")).to_contain_text(f"line {kept - 1}")
+        relay.mend()
+        wait_for(lambda: stored() >= printed(), 60, "the hook to deliver what it buffered")
+        Path(files["go"]).touch()  # the cell prints again, live to the page
+        resumed = printed()
+        expect(cell.locator(".jp-OutputArea-output")).to_contain_text(f"line {resumed + 20}")
+
+        def contiguous() -> bool:
+            shown = [int(line.split()[1]) for line in shown_text(cell).splitlines()]
+            return shown == list(range(len(shown)))
+
+        wait_for(contiguous, 30, "every line, in order, while the cell runs")
+        assert cell.locator(".jp-InputPrompt").inner_text() == "[*]:"
+        Path(files["stop"]).touch()
+        msgs = nb.execution(code)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+        assert shown_text(cell) == stream_text(msgs).rstrip("\n")
+        assert not nb.errors
+    finally:
+        relay.close()
+        for path in files.values():
+            Path(path).unlink(missing_ok=True)
+
+
 def test_cells_of_the_same_source_each_get_their_own_output_wherever_they_moved(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:

@@ -343,10 +343,16 @@ export class Restorer implements IDisposable {
       this._recent.splice(0, this._recent.length - RECENT);
     }
     const parent = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id;
+    const adopted = parent ? this._adopted.get(parent) : undefined;
     if (parent && !this._firstLive.has(parent)) {
       this._firstLive.set(parent, msg.header.msg_id);
+      if (adopted && !adopted.tail.has(msg.header.msg_id)) {
+        // Adopted before anything of it came live, so _stale could not tell whether its
+        // snapshot reaches this first live message: what the relay had not stored yet when
+        // it was asked may lie in between. Ask again; _stale then knows.
+        void this.restore();
+      }
     }
-    const adopted = parent ? this._adopted.get(parent) : undefined;
     if (adopted) {
       this._follow(adopted, msg);
     } else if (
