@@ -66,10 +66,7 @@ class Client:
                 return body
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
-                raise TokenRefused(
-                    f"the daemon at {self.endpoint.url} refused the token; "
-                    "check NBRELAY_TOKEN, or unset it to use the runtime file's"
-                ) from None
+                raise TokenRefused(self._refused()) from None
             raise NbrelayError(
                 f"the daemon at {self.endpoint.url} answered HTTP {exc.code}"
             ) from None
@@ -78,6 +75,12 @@ class Client:
             raise NbrelayError(
                 f"no nbrelay daemon answers at {self.endpoint.url} ({reason}); {START_HINT}"
             ) from None
+
+    def _refused(self) -> str:
+        return (
+            f"the daemon at {self.endpoint.url} refused the token; "
+            "check NBRELAY_TOKEN, or unset it to use the runtime file's"
+        )
 
     def kernels(self) -> list[dict[str, Any]]:
         kernels: list[dict[str, Any]] = self.get("api/kernels")["kernels"]
@@ -107,10 +110,25 @@ class Client:
     def history(
         self, kernel_id: str, since: int = 0, types: Iterable[str] = ()
     ) -> Iterator[dict[str, Any]]:
-        """A kernel's stored records after ``since`` (only those of ``types``, if given), page
-        by page, then a gap notice (as a dict with ``"type": "gap"``) first if some were
-        pruned."""
-        only = {"types": ",".join(types)} if types else {}
+        """A kernel's stored records after ``since`` (only those of ``types``, if given), with
+        a gap notice (as a dict with ``"type": "gap"``) first if some were pruned.
+
+        All of them come in one replay over ``/ws/view``, up to its ``caught_up`` notice: for
+        100,000 records that is a third of the time of 100 pages of ``api/messages``, which
+        are only read for ``types`` (the view has no filter)."""
+        if not types:
+            try:
+                yield from self._view(kernel_id, since, live=False)
+            except InvalidStatus as exc:
+                if exc.response.status_code == 401:
+                    raise TokenRefused(self._refused()) from None
+                raise NbrelayError(f"the daemon at {self.endpoint.url} {_why(exc)}") from None
+            except (OSError, WebSocketException) as exc:  # TimeoutError is an OSError
+                raise NbrelayError(
+                    f"the daemon at {self.endpoint.url} broke off the replay: {_why(exc)}"
+                ) from None
+            return
+        only = {"types": ",".join(types)}
         while True:
             page = self.get("api/messages", kernel_id=kernel_id, since=since, limit=PAGE, **only)
             if page.get("gap"):
@@ -159,7 +177,9 @@ class Client:
             with contextlib.suppress(NbrelayError):  # not back yet: try the last one again
                 self.endpoint = self._locate()
 
-    def _view(self, kernel_id: str, since: int) -> Iterator[dict[str, Any]]:
+    def _view(self, kernel_id: str, since: int, live: bool = True) -> Iterator[dict[str, Any]]:
+        """The records of ``/ws/view``, and its gap notices; without ``live``, only those
+        stored when it opened."""
         query = urllib.parse.urlencode({"since": since, "kernel_id": kernel_id})
         with connect(
             self.endpoint.ws_url(f"ws/view?{query}"),
@@ -169,12 +189,16 @@ class Client:
             max_size=None,
             open_timeout=TIMEOUT,
         ) as ws:
-            for frame in ws:
+            # A replay of what is stored must not hang on a daemon that stopped answering.
+            frames = iter(ws) if live else iter(lambda: ws.recv(timeout=TIMEOUT), None)
+            for frame in frames:
                 data = loads(frame)
                 if isinstance(data, list):
                     yield from data
                 elif data.get("type") == "gap":
                     yield data
+                elif data.get("type") == "caught_up" and not live:
+                    return
         raise ConnectionError("the daemon closed the connection")
 
 

@@ -21,7 +21,7 @@ from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .client import PAGE, Client
+from .client import Client
 from .errors import START_HINT, NbrelayError, TokenRefused
 from .protocol import MAX_SEQ, START
 from .restore import current_process, plan
@@ -49,19 +49,19 @@ def _why(exc: NbrelayError) -> str:
 
 
 def _records(client: Client, kernel_id: str) -> tuple[list[dict[str, Any]], bool]:
-    """The kernel's records back to its latest process start, oldest first, and whether
-    retention pruned that start away (then all that is left of the kernel is returned)."""
-    pages: list[list[dict[str, Any]]] = []
-    before = MAX_SEQ
-    while True:
-        page = client.get("api/messages", kernel_id=kernel_id, before=before, limit=PAGE)
-        messages: list[dict[str, Any]] = page["messages"]
-        if not messages:
-            return [r for p in reversed(pages) for r in p], bool(page.get("gap"))
-        pages.append(messages)
-        if any(r.get("msg_type") == START for r in messages):
-            return [r for p in reversed(pages) for r in p], False
-        before = messages[0]["seq"]
+    """The kernel's records from its latest process start on, and whether retention pruned
+    that start away (then all that is left of the kernel is returned)."""
+    starts = client.get("api/messages", kernel_id=kernel_id, before=MAX_SEQ, limit=1, types=START)[
+        "messages"
+    ]
+    since = starts[0]["seq"] - 1 if starts else 0
+    records, pruned = [], False
+    for item in client.history(kernel_id, since):
+        if item.get("type") == "gap":
+            pruned = True
+        else:
+            records.append(item)
+    return records, pruned
 
 
 def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict[str, Any]:

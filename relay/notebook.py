@@ -143,6 +143,14 @@ class _Replay:
         if msg_type not in OUTPUT_TYPES or (not parent and msg_type != "update_display_data"):
             return
         content: dict[str, Any] = of_type(record.get("content") or {}, dict, "content")
+        # Most records are lines of a stream: this path makes no output and only reads the
+        # text, so the checks below, per record, are left to the others.
+        if (
+            msg_type == "stream"
+            and self.widgets.capturing(parent) is None
+            and self.append(self.run(parent), content)
+        ):
+            return
         depth = nesting(content)
         if depth > MAX_NESTING:
             raise ValueError(f"nested {depth} levels deep, more than a notebook holds")
@@ -172,8 +180,6 @@ class _Replay:
             else:
                 run.outputs.clear()
             return
-        if msg_type == "stream" and self.append(run, content):
-            return
         output = _output(msg_type, content)
         if output is None:
             return
@@ -187,7 +193,7 @@ class _Replay:
         nbformat checks each one it builds against its schema, which costs far more."""
         last = run.outputs[-1] if run.outputs and not run.clear_on_next else None
         text, name = content.get("text"), content.get("name", "stdout")
-        if last is None or last.output_type != "stream" or last.name != name:
+        if last is None or last["output_type"] != "stream" or last["name"] != name:
             return False
         if not isinstance(text, str):
             return False  # _output says what is wrong with it
@@ -227,7 +233,11 @@ class _Replay:
             run.outputs.append(output)
 
     def _more(self, output: NotebookNode, text: str) -> None:
-        self.parts.setdefault(id(output), (output, [output.text]))[1].append(text)
+        held = self.parts.get(id(output))
+        if held is None:
+            self.parts[id(output)] = (output, [output["text"], text])
+        else:
+            held[1].append(text)
 
     def text(self, output: NotebookNode) -> str:
         """A stream output's whole text: its parts are joined once, at the end, as adding
@@ -259,7 +269,9 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
         for output in run.outputs:
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
                 text = replay.text(output)
-                output.text = "\n".join(overwrite(line) for line in text.split("\n"))
+                if "\r" in text or "\b" in text:
+                    text = "\n".join(overwrite(line) for line in text.split("\n"))
+                output.text = text
         _show_widgets(run, replay.widgets)
     return replay.order
 

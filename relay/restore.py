@@ -55,11 +55,11 @@ def plan(
         if r.get("msg_type") == "status"
         and (r.get("content") or {}).get("execution_state") == "idle"
     }
-    tails: dict[str, deque[str]] = {}
+    tails = {r.request: deque[str](maxlen=TAIL_IDS) for r in runs if r.request not in finished}
     for r in records:
-        parent = r.get("parent_msg_id")
-        if parent and r.get("msg_id"):
-            tails.setdefault(parent, deque(maxlen=TAIL_IDS)).append(r["msg_id"])
+        tail = tails.get(r.get("parent_msg_id") or "")
+        if tail is not None and r.get("msg_id"):
+            tail.append(r["msg_id"])
     notebook_cells = [
         new_code_cell(source=c.get("source", ""), execution_count=c.get("execution_count"))
         for c in cells
