@@ -18,6 +18,12 @@ from nbformat.v4 import new_code_cell
 from .notebook import Execution, executions, pair
 from .protocol import START
 
+#: A restored stream longer than this is cut to its end for the page, behind a line that says
+#: how much is left out: JupyterLab lays out a stream's whole text at once and scans all of it
+#: for links, and 10 MB blocked the page for 3 s. The viewer and ``export`` have all of it.
+PAGE_LINES = 10_000
+PAGE_CHARS = 2**20
+
 #: msg_ids of a running execution's latest records sent with its snapshot, so that the page
 #: drops a message it received live that the snapshot holds too. The page puts its latest 2,000
 #: messages on top of the snapshot: one that is in both but older than this tail would mean
@@ -74,15 +80,46 @@ def plan(
     return planned
 
 
+def trim(text: str) -> str | None:
+    """A stream's ``text`` cut to its last ``PAGE_LINES`` lines and ``PAGE_CHARS`` characters,
+    behind a line saying what is left out; None if it is not longer than that."""
+    cut = len(text) - 1  # the newline that ends the last line, if it has one
+    for _ in range(PAGE_LINES):
+        cut = text.rfind("\n", 0, cut)
+        if cut < 0:
+            break
+    start = max(cut + 1, len(text) - PAGE_CHARS)
+    if start == 0:
+        return None
+    if start > cut + 1:  # too many characters: from a line's start, if one is in reach
+        newline = text.find("\n", start - 1, len(text) - 1)
+        start = newline + 1 if newline >= 0 else start
+    lines = text.count("\n", 0, start)
+    what, count = ("line", lines) if lines else ("character", start)
+    left_out = f"{count:,} {what}{'s' * (count != 1)}"
+    note = (
+        f"[nbrelay: not shown here, the first {left_out} of this output; the nbrelay viewer "
+        "and `nbrelay export` have every line]\n"
+    )
+    return note + text[start:]
+
+
 def _cell_plan(
     cell_id: str, run: Execution, running: bool, tails: dict[str, deque[str]]
 ) -> dict[str, Any]:
     messages = [_message(o, d) for o, d in zip(run.outputs, run.display_ids, strict=True)]
+    trimmed = False
+    for message in messages:
+        content = message["content"]
+        cut = trim(content["text"]) if message["msg_type"] == "stream" else None
+        if cut is not None:
+            content["text"], trimmed = cut, True
     return {
         "cell_id": cell_id,
         "request": run.request,
         "execution_count": run.count,
         "running": running,
         "outputs": messages,
+        "trimmed": trimmed,
         "tail_ids": list(tails.get(run.request, ())) if running else [],
     }

@@ -12,6 +12,7 @@ from support import Daemon, Kernel, relayed
 
 from nbrelay.errors import START_HINT
 from nbrelay.jupyter_extension import answer, viewer_url
+from nbrelay.restore import PAGE_CHARS, PAGE_LINES, trim
 
 CELL_ID = "c0ffee00-0000-4000-8000-000000000001"
 CODE = (
@@ -73,6 +74,29 @@ def test_a_cell_gets_its_latest_execution_as_jupyter_shows_it(
     assert display["content"]["data"]["text/plain"] == "'v2'"
     assert display["content"]["transient"]["display_id"]
     assert stream == {"msg_type": "stream", "content": {"name": "stdout", "text": "b\n"}}
+
+
+def test_a_huge_stream_comes_to_the_page_cut_to_its_end_behind_a_line_saying_so(
+    daemon: Daemon, kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream of more than PAGE_LINES lines is sent cut to its last PAGE_LINES lines, each
+    once and in order, behind a line that says how many are left out and where they are."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(daemon.runtime_dir))
+    lines = PAGE_LINES + 2500
+    code = f"for i in range({lines}):\n    print(f'line {{i}}')"
+    relayed(daemon, kernel, kernel.run_ok(code, cell_id=CELL_ID))
+    cells = [{"id": CELL_ID, "source": code, "execution_count": None}]
+    (cell,) = answer(kernel.kernel_id, cells, kernel.km.provisioner.pid)["cells"]
+    (stream,) = cell["outputs"]
+    note, *kept = stream["content"]["text"].splitlines()
+    assert note.startswith("[nbrelay: not shown here, the first 2,500 lines of this output")
+    assert kept == [f"line {i}" for i in range(2500, lines)]
+    assert cell["trimmed"]
+    assert trim("x" * (PAGE_CHARS - 1) + "\n") is None and trim("\n" * PAGE_LINES) is None
+    assert trim("x" * (PAGE_CHARS + 1)) == (
+        "[nbrelay: not shown here, the first 1 character of this output; the nbrelay viewer "
+        "and `nbrelay export` have every line]\n" + "x" * PAGE_CHARS
+    )
 
 
 def test_the_viewer_url_logs_a_browser_in_once_without_the_token(

@@ -16,6 +16,8 @@ export interface ICellRestore {
   execution_count: number | null;
   running: boolean;
   outputs: IRestoredOutput[];
+  /** A stream in ``outputs`` is cut to its end (see PAGE_LINES in relay/restore.py). */
+  trimmed: boolean;
   tail_ids: string[];
 }
 

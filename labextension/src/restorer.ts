@@ -266,6 +266,15 @@ export class Restorer implements IDisposable {
       if (following && !(future instanceof AdoptedFuture) && !gap) {
         continue; // this page's own execution, and it lost nothing: Lab has it in hand
       }
+      if (
+        restore.trimmed &&
+        !restore.running &&
+        !following &&
+        cell.model.executionCount === restore.execution_count &&
+        cell.model.outputs.length
+      ) {
+        continue; // it shows that execution, ended, so whole: more than a cut restore has
+      }
       if (shown(cell) === planned(restore) && (following || !restore.running)) {
         if (!restore.running) {
           this._finish(restore.request); // followed to its end, whole
