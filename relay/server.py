@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
+from websockets.frames import Frame
 
 from . import __version__, connections
 from .app import Relay, create_app
@@ -60,9 +61,16 @@ class RedactingFormatter(logging.Formatter):
         return self._query.sub(r"\1[redacted]", text)
 
 
+def _not_a_frame(record: logging.LogRecord) -> bool:
+    """False for websockets' debug line of a frame sent or received (``< TEXT '...'``): frames
+    carry kernel output, secrets included, which must not reach a log file."""
+    return not (isinstance(record.args, tuple) and any(isinstance(a, Frame) for a in record.args))
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(settings.token))
+    handler.addFilter(_not_a_frame)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

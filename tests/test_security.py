@@ -122,6 +122,25 @@ def test_debug_log_holds_no_token_in_any_form(tmp_path: Path) -> None:
     assert "< authorization: [redacted]" in log  # the headers were logged, at debug level
 
 
+def test_debug_log_holds_no_kernel_output(tmp_path: Path) -> None:
+    """At debug level websockets logs every frame it sends and receives: a kernel's output,
+    secrets included, would reach the log, on the way in and out to a viewer."""
+    daemon = Daemon(tmp_path).start("--log-level", "debug")
+    secret = "pw" + uuid.uuid4().hex[:8]  # websockets logs a long frame's ends only
+    try:
+        hello = protocol.Hello("k-log", "k-log-1", "log.ipynb", "host", 1, "t")
+        with daemon.ingest(hello) as ws:
+            ws.send(stream_batch([1], secret))
+            wait_for(lambda: json.loads(ws.recv())["acked"] == 1, 10, "the ack")
+        with daemon.viewer(kernel_id="k-log") as view:
+            view.until(lambda v: any(r["content"].get("text") == secret for r in v.records))
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    assert "< GET /ws/view" in log  # websockets logged at debug level
+    assert secret not in log
+
+
 def test_a_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
     """`--token` would be in every user's `ps`, and the detached daemon's for its life: it is
     refused with a pointer to --token-file and NBRELAY_TOKEN, and nothing starts."""
