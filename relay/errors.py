@@ -3,7 +3,8 @@
 #: What to do when no daemon runs, in the one wording that the kernel, its log and the CLI
 #: share: where jupyter-server-proxy is installed, JupyterLab's launcher starts one too.
 START_HINT = (
-    "start it with `nbrelay serve --detach`, or with the nbrelay tile in JupyterLab's launcher"
+    "start it with `nbrelay serve --detach` (or, with jupyter-server-proxy, the nbrelay tile "
+    "in JupyterLab's launcher)"
 )
 
 

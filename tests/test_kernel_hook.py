@@ -376,7 +376,8 @@ def test_a_crashed_daemons_port_taken_by_another_user_gets_no_token_and_no_outpu
 
 
 START_HINT = (
-    "start it with `nbrelay serve --detach`, or with the nbrelay tile in JupyterLab's launcher"
+    "start it with `nbrelay serve --detach` (or, with jupyter-server-proxy, the nbrelay tile "
+    "in JupyterLab's launcher)"
 )
 
 
