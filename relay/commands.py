@@ -44,6 +44,8 @@ def detach(db: Path, serve_argv: list[str]) -> int:
     private_data_folder(db)
     log_path = db.with_name(db.name + ".log")  # the log goes beside the database
     with open(open_private(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND), "ab") as log:
+        # A daemon that runs on this database logs here too: only what follows is this start's.
+        start = os.fstat(log.fileno()).st_size
         child = subprocess.Popen(
             [sys.executable, "-m", "nbrelay", *serve_argv],
             stdin=subprocess.DEVNULL,
@@ -54,7 +56,9 @@ def detach(db: Path, serve_argv: list[str]) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            with open(log_path, "rb") as written:
+                written.seek(start)
+                tail = written.read().decode(errors="replace").strip().splitlines()[-5:]
             raise NbrelayError(
                 "the daemon did not start:\n    " + "\n    ".join(tail) + f"\n(log: {log_path})"
             )

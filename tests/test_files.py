@@ -187,3 +187,28 @@ def test_detach_refuses_a_planted_log_link_before_writing_to_it(tmp_path: Path) 
     assert err.count("\n") == 1, err
     assert target.read_text() == "mine\n"
     assert sorted(p.name for p in folder.iterdir()) == ["db.sqlite3.log"]
+
+
+def test_a_second_detached_start_says_why_without_the_running_daemons_log(
+    tmp_path: Path,
+) -> None:
+    """`serve --detach` on a database a daemon already serves fails with the reason; the log
+    lines it shows are the failed start's, not those the running daemon wrote there."""
+    db = str(tmp_path / "data" / "db.sqlite3")
+    first = serve(tmp_path, "--detach", "--db", db)
+    _, err = first.communicate(timeout=60 * FACTOR)
+    assert first.returncode == 0, err
+    try:
+        second = serve(tmp_path, "--detach", "--db", db)
+        _, err = second.communicate(timeout=60 * FACTOR)
+        assert second.returncode == 1, err
+        assert "another nbrelay daemon" in err and "is already using" in err
+        assert "Started server process" not in err, err
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "nbrelay", "stop"],
+            env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")},
+            check=True,
+            capture_output=True,
+            timeout=60 * FACTOR,
+        )
