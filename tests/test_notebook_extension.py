@@ -218,6 +218,33 @@ def test_what_the_relay_had_not_stored_when_the_page_asked_comes_back_while_the_
             Path(path).unlink(missing_ok=True)
 
 
+def test_a_cell_that_shows_and_clears_big_outputs_does_not_fill_the_page(notebook: Any) -> None:
+    """A loop that shows a 1 MB output and clears it, 60 times (an animation): the page
+    keeps what JupyterLab keeps, the latest, not each one it saw for a restore to come."""
+    code = (  # a representation Lab has no renderer for: it keeps it and shows the text
+        "from IPython.display import display, clear_output\n"
+        "for i in range(60):\n"
+        "    clear_output(wait=True)\n"
+        "    display({'text/plain': f'frame {i}', 'application/x-frame': 'x' * 2**20}, raw=True)\n"
+    )
+    nb = notebook(LOAD, code)
+    page = nb.relaying(attach=False)
+    cdp = page.context.new_cdp_session(page)
+
+    def heap() -> int:
+        cdp.send("HeapProfiler.collectGarbage")
+        return int(cdp.send("Runtime.getHeapUsage")["usedSize"])
+
+    before = heap()
+    nb.run(1)
+    expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text("[2]:", timeout=120_000 * FACTOR)
+    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("frame 59")
+    grown = heap() - before
+    assert grown < 40 * 2**20, f"the page's heap grew by {grown / 2**20:.0f} MiB"
+    cdp.detach()
+    assert not nb.errors
+
+
 def test_cells_of_the_same_source_each_get_their_own_output_wherever_they_moved(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:

@@ -17,6 +17,10 @@ import { AdoptedFuture } from './future';
  * relay/restore.py, which is five times more, for those that are in both). */
 const RECENT = 2000;
 
+/** And at most about this many bytes of them (their contents' JSON): a loop that shows a big
+ * output and clears it leaves one in Lab's output area, and would leave 2,000 here. */
+const RECENT_BYTES = 16 * 2 ** 20;
+
 /** When to ask again when a snapshot came from a relay that was behind the page (ms): on a
  * loaded machine the relay was seen seconds behind, so the last tries are far apart. */
 const RETRIES = [100, 300, 1000, 3000, 6000, 12000];
@@ -323,7 +327,7 @@ export class Restorer implements IDisposable {
     const adopted = { cell, future, count: restore.execution_count, tail: new Set(restore.tail_ids) };
     this._adopted.set(request, adopted);
     cell.model.executionState = 'running';
-    for (const msg of this._recent) {
+    for (const { msg } of this._recent) {
       if (msg.parent_header && (msg.parent_header as { msg_id?: string }).msg_id === request) {
         this._follow(adopted, msg);
       }
@@ -347,10 +351,17 @@ export class Restorer implements IDisposable {
   }
 
   private _onIOPub(kernel: Kernel.IKernelConnection, msg: KernelMessage.IIOPubMessage): void {
-    this._recent.push(msg);
-    if (this._recent.length > RECENT) {
-      this._recent.splice(0, this._recent.length - RECENT);
+    const bytes = JSON.stringify(msg.content).length;
+    this._recent.push({ msg, bytes });
+    this._recentBytes += bytes;
+    let drop = 0;
+    while (
+      this._recent.length - drop > RECENT ||
+      (this._recentBytes > RECENT_BYTES && drop < this._recent.length - 1)
+    ) {
+      this._recentBytes -= this._recent[drop++].bytes;
     }
+    this._recent.splice(0, drop);
     const parent = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id;
     const adopted = parent ? this._adopted.get(parent) : undefined;
     if (parent && !this._firstLive.has(parent)) {
@@ -463,6 +474,7 @@ export class Restorer implements IDisposable {
     }
     this._dropAdopted();
     this._recent = [];
+    this._recentBytes = 0;
     this._firstLive.clear();
     this._kernel = this._disposed ? null : kernel;
     this._connected = false;
@@ -488,7 +500,8 @@ export class Restorer implements IDisposable {
   private _options: IRestorerOptions;
   private _kernel: Kernel.IKernelConnection | null = null;
   private _adopted = new Map<string, IAdopted>();
-  private _recent: KernelMessage.IIOPubMessage[] = [];
+  private _recent: { msg: KernelMessage.IIOPubMessage; bytes: number }[] = [];
+  private _recentBytes = 0;
   private _running = false;
   private _again = false;
   private _againAuto = true;
