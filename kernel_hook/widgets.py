@@ -22,7 +22,7 @@ class WidgetComms:
     """The comm ids of open widget comms, as seen in the messages the kernel sent."""
 
     def __init__(self) -> None:
-        self._open: set[str] = set()
+        self._open: set[str] = _open_now()
 
     def wanted(self, msg_type: bytes, content: bytes) -> bool:
         """Whether a comm message of ``msg_type`` is a widget's, to be captured."""
@@ -40,3 +40,16 @@ class WidgetComms:
         if msg_type == b"comm_close":
             self._open.discard(comm_id)
         return True
+
+
+def _open_now() -> set[str]:
+    """The widget comms open in the kernel already: a bar shown before ``%unload_ext`` and
+    ``%load_ext nbrelay`` goes on changing, and its ``comm_open`` was relayed then. (One made
+    before nbrelay was ever loaded is known to no reader, which skip its updates.)"""
+    try:
+        from comm import get_comm_manager  # ipykernel's dependency, imported by it already
+
+        comms = dict(get_comm_manager().comms)
+    except Exception:  # no kernel's comm manager here: nothing is open
+        return set()
+    return {i for i, c in comms.items() if getattr(c, "target_name", None) == WIDGET_TARGET}

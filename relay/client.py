@@ -190,7 +190,9 @@ class Client:
             open_timeout=TIMEOUT,
         ) as ws:
             # A replay of what is stored must not hang on a daemon that stopped answering.
-            frames = iter(ws) if live else iter(lambda: ws.recv(timeout=TIMEOUT), None)
+            frames: Iterator[str | bytes] = (
+                iter(ws) if live else iter(lambda: ws.recv(timeout=TIMEOUT), None)
+            )
             for frame in frames:
                 data = loads(frame)
                 if isinstance(data, list):

@@ -102,6 +102,23 @@ def test_widget_comms_are_kept_coalesced_and_other_comms_are_not(
     assert not [r for r in records if r["parent_msg_id"] in other and r["msg_type"] in WIDGET_COMMS]
 
 
+def test_a_widget_opened_before_the_extension_was_reloaded_is_still_followed(
+    daemon: Daemon, kernel: Kernel
+) -> None:
+    """`%unload_ext` then `%load_ext nbrelay`: a bar shown before goes on being relayed (the
+    hook used to know only the widget comms it had seen open)."""
+    kernel.run_ok("import ipywidgets\nbar = ipywidgets.IntProgress(value=1, max=10)\nbar")
+    kernel.run_ok("%unload_ext nbrelay")
+    kernel.run_ok("%load_ext nbrelay")
+    relayed(daemon, kernel, kernel.run_ok("bar.value = 7"))
+    states = [
+        r["content"]["data"]["state"]
+        for r in daemon.messages(kernel_id=kernel.kernel_id)
+        if r["msg_type"] == "comm_msg"
+    ]
+    assert {"value": 7} in states
+
+
 def comm_batch(n: int, msg_type: str, content: dict[str, Any]) -> str:
     """A batch of one comm message of comm "c1", numbered ``n``, as a hook sends it."""
     entry = protocol.encode_output(n, f"m{n}", msg_type, "run", "t", json.dumps(content))
