@@ -479,6 +479,20 @@ class Kernel:
         self._log.close()
 
 
+@contextmanager
+def relaying_kernel(workdir: Path) -> Iterator[tuple[Daemon, Kernel]]:
+    """A daemon, and a kernel that has loaded nbrelay and finds it: a module's shared pair.
+    Both are stopped afterwards."""
+    daemon = Daemon(workdir).start()
+    kernel = Kernel(daemon.runtime_dir)
+    try:
+        kernel.run_ok("%load_ext nbrelay")
+        yield daemon, kernel
+    finally:
+        kernel.shutdown()
+        daemon.stop()
+
+
 def relayed(daemon: Daemon, kernel: Kernel, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The relay's records for the executions of ``msgs``, once every captured one arrived."""
     parents = {m["parent_header"]["msg_id"] for m in msgs}

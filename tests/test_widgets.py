@@ -25,6 +25,7 @@ from support import (
     Kernel,
     nbrelay,
     relayed,
+    relaying_kernel,
 )
 
 from nbrelay import protocol
@@ -54,18 +55,12 @@ def ran(
 ) -> Iterator[tuple[Daemon, Kernel, dict[str, Any]]]:
     """A daemon and a kernel that ran CELLS; every message of them stored. Also the IOPub
     messages of each cell, as the client saw them."""
-    daemon = Daemon(tmp_path_factory.mktemp("widgets")).start()
-    kernel = Kernel(daemon.runtime_dir)
-    try:
-        kernel.run_ok("%load_ext nbrelay")
+    with relaying_kernel(tmp_path_factory.mktemp("widgets")) as (daemon, kernel):
         seen = {}
         for name, code in CELLS.items():
             # Its idle status is stored: so is every widget message before it, coalesced.
             relayed(daemon, kernel, seen.setdefault(name, kernel.run_ok(code)))
         yield daemon, kernel, seen
-    finally:
-        kernel.shutdown()
-        daemon.stop()
 
 
 def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

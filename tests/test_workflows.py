@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from support import Daemon, Kernel, nbrelay, relayed, wait_for
+from support import Daemon, Kernel, nbrelay, relayed, relaying_kernel, wait_for
 
 CELLS = {
     "progress": "for p in (0, 50, 100):\n"
@@ -31,16 +31,10 @@ CELLS = {
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Kernel]]:
     """A daemon and a kernel that ran CELLS, every message of them stored."""
-    daemon = Daemon(tmp_path_factory.mktemp("workflows")).start()
-    kernel = Kernel(daemon.runtime_dir)
-    try:
-        kernel.run_ok("%load_ext nbrelay")
+    with relaying_kernel(tmp_path_factory.mktemp("workflows")) as (daemon, kernel):
         for code in CELLS.values():
             relayed(daemon, kernel, kernel.run(code))
         yield daemon, kernel
-    finally:
-        kernel.shutdown()
-        daemon.stop()
 
 
 def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,7 +96,7 @@ def test_unknown_kernel_wrong_token_and_no_daemon_are_one_line_errors(
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr
     none = nbrelay("ls", runtime=tmp_path)
     assert none.returncode == 1 and "no nbrelay daemon is running" in none.stderr
-    assert "start it with `nbrelay serve --detach`, or with the nbrelay tile" in none.stderr
+    assert "start it with `nbrelay serve --detach` (or, with jupyter-server-proxy" in none.stderr
 
 
 def test_export_txt_and_jsonl(ran: tuple[Daemon, Kernel], tmp_path: Path) -> None:
@@ -310,10 +304,7 @@ LAB_RUNS = [
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Kernel]]:
     """A daemon and a kernel that ran LAB_RUNS, every message of them stored."""
-    daemon = Daemon(tmp_path_factory.mktemp("lab")).start()
-    kernel = Kernel(daemon.runtime_dir)
-    try:
-        kernel.run_ok("%load_ext nbrelay")
+    with relaying_kernel(tmp_path_factory.mktemp("lab")) as (daemon, kernel):
         for cell_id, code in LAB_RUNS:
             relayed(daemon, kernel, kernel.run_ok(code, cell_id=cell_id))
         cells = len([c for c, _ in LAB_RUNS if c is not None])
@@ -324,9 +315,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Kern
 
         wait_for(recorded, 10, "every cell id stored")
         yield daemon, kernel
-    finally:
-        kernel.shutdown()
-        daemon.stop()
 
 
 def recovered(daemon: Daemon, tmp_path: Path, *cells: NotebookNode) -> list[NotebookNode]:
