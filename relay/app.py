@@ -174,15 +174,16 @@ class Relay:
         # Only records of these types (comma-separated): tail finds the widgets shown before
         # where it starts without reading every record of the kernel (#22).
         types = request.query_params.get("types", "").split(",")[:MAX_TYPES]
+        types = [t for t in types if t]
         gap = self.store.gap(since)
+        gap_json = ""
         if gap is not None:
+            kept = await self.store.kept(kernel_id, since, types) if kernel_id else []
+            gap_json = f',"gap":{protocol.gap_json(gap, kept)}'
             since = gap["last_seq"]
-        rows = await self.store.read(
-            since, limit, kernel_id, before if backwards else None, [t for t in types if t]
-        )
+        rows = await self.store.read(since, limit, kernel_id, before if backwards else None, types)
         last_seq = self.store.kernel_head(kernel_id)
         body = '{"messages":' + protocol.records_frame([r for _, r in rows])
-        gap_json = f',"gap":{json.dumps(gap)}' if gap else ""
         return Response(f'{body},"last_seq":{last_seq}{gap_json}}}', media_type="application/json")
 
     # -- WebSockets ---------------------------------------------------------------------
@@ -250,7 +251,8 @@ class Relay:
         while True:
             gap = self.store.gap(cursor)
             if gap is not None:  # pruned: say so before the first record that is left
-                await ws.send_text(protocol.gap_notice(gap))
+                kept = [] if kernel_id is None else await self.store.kept(kernel_id, cursor)
+                await ws.send_text(protocol.gap_notice(gap, kept))
                 cursor = gap["last_seq"]
             # Everything committed up to `seen` is visible to the read that follows.
             seen = self.store.head

@@ -540,9 +540,18 @@ def record_frames(records: Sequence[str]) -> Iterator[str]:
         yield records_frame(records[start:])
 
 
-def gap_notice(gap: dict[str, int]) -> str:
-    """Tells a viewer that records ``first_seq..last_seq`` were pruned, and how many."""
-    return _dumps({"type": "gap", "reason": "pruned", **gap})
+def gap_json(gap: dict[str, Any], kept: Sequence[str] = ()) -> str:
+    """``gap`` as JSON, with ``kept``, records (JSON texts) that retention pruned but kept
+    apart, as its ``"kept"`` array when there are any: the start of the execution whose later
+    output is the first that a reader of one kernel gets after the gap."""
+    text = _dumps(gap)
+    return f'{text[:-1]},"kept":{records_frame(kept)}}}' if kept else text
+
+
+def gap_notice(gap: dict[str, int], kept: Sequence[str] = ()) -> str:
+    """Tells a viewer that records ``first_seq..last_seq`` were pruned, and how many; and,
+    for a viewer of one kernel, what of them was kept (:func:`gap_json`)."""
+    return gap_json({"type": "gap", "reason": "pruned", **gap}, kept)
 
 
 def caught_up(last_seq: int) -> str:

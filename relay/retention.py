@@ -6,6 +6,14 @@ removed is remembered as ``pruned_through``: a viewer asking for older records g
 notice saying which seqs are gone and how many records that is, never a silent hole. Seqs
 are never reused (``records.seq`` is AUTOINCREMENT). A kernel whose whole history was pruned
 leaves the list; the kernels used longest ago therefore go first.
+
+A kernel's executions run one after another, so the boundary can cut into one execution of
+each kernel at most: the one running there, whose start (``execute_input``, ``nbrelay.cell``,
+perhaps its process's ``nbrelay.start``) is pruned while later output of it is kept. Without
+its start that output belongs to no notebook cell, so the latest pruned record of each of
+those types (:data:`KEPT_TYPES`) is kept apart, in ``pruned_heads``: at most three small rows
+a kernel, until the kernel leaves the list. A reader of that kernel gets them with the gap
+notice (relay/app.py), and the notebook rules mark the cell (relay/notebook.py).
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+
+from .protocol import CELL, START
 
 log = logging.getLogger("nbrelay.retention")
 
@@ -22,6 +32,9 @@ LOW_WATER = 0.9  # prune down to this share of --max-size, so it does not run at
 # records age out, every check finds some, and finding the boundary takes ~20 reads, during
 # which commits, and so every viewer's live output, wait.
 AGE_CHECK_EVERY = 60.0
+#: Records kept apart when pruned, the latest of each type per kernel (see above).
+KEPT_TYPES = (START, "execute_input", CELL)
+CHUNK_SEQS = "SELECT seq FROM records WHERE seq <= ? ORDER BY seq LIMIT ?"
 
 
 class Retention:
@@ -38,10 +51,9 @@ class Retention:
         """Delete every record up to ``boundary``, chunk by chunk, each its own transaction."""
         deleted = 0
         while True:
+            _keep_heads(db, boundary)  # in the chunk's transaction: never one without the other
             cursor = db.execute(
-                "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE seq <= ? "
-                "ORDER BY seq LIMIT ?)",
-                (boundary, CHUNK),
+                f"DELETE FROM records WHERE seq IN ({CHUNK_SEQS})", (boundary, CHUNK)
             )
             db.commit()
             deleted += cursor.rowcount
@@ -50,6 +62,11 @@ class Retention:
         db.execute(
             "INSERT INTO meta (key, value) VALUES ('pruned_through', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            (boundary,),
+        )
+        db.execute(
+            "DELETE FROM pruned_heads WHERE kernel_id IN "
+            "(SELECT kernel_id FROM kernels WHERE last_seq <= ?)",
             (boundary,),
         )
         db.execute("DELETE FROM kernels WHERE last_seq <= ?", (boundary,))
@@ -102,6 +119,21 @@ class Retention:
             return 0
         share = 1 - (self.max_bytes * LOW_WATER) / used  # of the records, oldest first
         return int(low + (high - low) * share) + 1
+
+
+def _keep_heads(db: sqlite3.Connection, boundary: int) -> None:
+    """Keep apart the latest record of each of KEPT_TYPES per kernel among the next chunk to
+    be pruned, unless a later one is kept already. SQLite takes ``body`` from the row whose
+    seq is the max()."""
+    marks = ", ".join("?" * len(KEPT_TYPES))
+    db.execute(
+        "INSERT INTO pruned_heads (kernel_id, msg_type, seq, body) "
+        "SELECT kernel_id, msg_type, max(seq), body FROM records "
+        f"WHERE seq IN ({CHUNK_SEQS}) AND msg_type IN ({marks}) GROUP BY kernel_id, msg_type "
+        "ON CONFLICT (kernel_id, msg_type) DO UPDATE SET seq = excluded.seq, "
+        "body = excluded.body WHERE excluded.seq > pruned_heads.seq",
+        (boundary, CHUNK, *KEPT_TYPES),
+    )
 
 
 def used_bytes(db: sqlite3.Connection) -> int:

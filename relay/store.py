@@ -104,6 +104,13 @@ CREATE TABLE IF NOT EXISTS kernels (
     execution_state TEXT,
     records INTEGER NOT NULL DEFAULT 0  -- how many of its records are stored now
 );
+CREATE TABLE IF NOT EXISTS pruned_heads (  -- see relay/retention.py
+    kernel_id TEXT NOT NULL,
+    msg_type TEXT NOT NULL,  -- one of retention.KEPT_TYPES
+    seq INTEGER NOT NULL,  -- the latest pruned record of that type of that kernel
+    body TEXT NOT NULL,
+    PRIMARY KEY (kernel_id, msg_type)
+);
 """
 
 KERNEL_FIELDS = (
@@ -544,6 +551,22 @@ class Store:
         if before is not None:
             rows.reverse()
         return [(seq, protocol.record_json(seq, body)) for seq, body in rows]
+
+    async def kept(self, kernel_id: str, since: int, msg_types: Sequence[str] = ()) -> list[str]:
+        """The records of ``kernel_id`` after ``since`` that retention pruned but kept apart
+        (relay/retention.py), in seq order, as JSON texts; with ``msg_types``, of those types.
+        They go with a gap notice to readers of that kernel."""
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(
+            "SELECT seq, body, msg_type FROM pruned_heads WHERE kernel_id = ? AND seq > ? "
+            "ORDER BY seq",
+            (kernel_id, since),
+        )
+        return [
+            protocol.record_json(seq, body)
+            for seq, body, msg_type in rows
+            if not msg_types or msg_type in msg_types
+        ]
 
     async def used_bytes(self) -> int:
         assert self._writer is not None

@@ -33,11 +33,13 @@ class Writer:
         self.n += count
 
 
-def view_from(daemon: Daemon, since: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def view_from(
+    daemon: Daemon, since: int, kernel_id: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(notices, records) a viewer gets from ``since`` until caught up."""
     notices: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    with daemon.viewer(since=since) as viewer:
+    with daemon.viewer(since=since, kernel_id=kernel_id) as viewer:
         viewer.caught_up()
         notices, records = viewer.notices, viewer.records
     return notices, records
@@ -97,6 +99,9 @@ def test_age_limit_prunes_old_records_and_whole_kernels(tmp_path: Path) -> None:
         assert kernels == ["new-kernel"]
         notices, _ = view_from(daemon, 0)
         assert notices[0]["type"] == "gap" and notices[0]["first_seq"] == 1
+        with closing(sqlite3.connect(daemon.db)) as db:  # what it kept apart went with it
+            kept = db.execute("SELECT DISTINCT kernel_id FROM pruned_heads").fetchall()
+        assert ("old-kernel",) not in kept
     finally:
         daemon.stop()
 
@@ -120,3 +125,60 @@ def test_a_check_with_nothing_to_prune_reads_two_statements(tmp_path: Path) -> N
         assert Retention(max_bytes=10**9, max_age=7 * 86400).boundary(db) == 0
     statements = [s for s in seen if not s.startswith("--")]  # "--": a pragma run inside one
     assert len(statements) == 2  # the database's size, its oldest record
+
+
+def run_cell(daemon: Daemon, kernel_id: str, lines: int, size: int = 1000) -> None:
+    """One kernel process running one notebook cell (``cell-a``, request ``req-a``, execution
+    count 3) that prints ``lines`` lines of ``size`` bytes, as its hook sends them."""
+    hello = protocol.Hello(kernel_id, kernel_id + "-s", "nb.ipynb", "h", 1, "t")
+
+    def entry(n: int, msg_type: str, content: dict[str, Any]) -> str:
+        return protocol.encode_output(n, f"m{n}", msg_type, "req-a", "t", json.dumps(content))
+
+    start = [
+        entry(1, "nbrelay.cell", {"cell_id": "cell-a"}),
+        entry(2, "execute_input", {"code": "train()", "execution_count": 3}),
+    ]
+    printed = [
+        entry(n, "stream", {"name": "stdout", "text": f"line {n} {'x' * size}\n"})
+        for n in range(3, lines + 3)
+    ]
+    entries = start + printed
+    with daemon.ingest(hello) as ws:
+        for first in range(0, len(entries), 500):
+            ws.send(protocol.encode_batch(entries[first : first + 500]))
+            assert json.loads(ws.recv(10))["acked"] == min(first + 500, len(entries))
+
+
+def test_readers_of_a_kernel_get_the_pruned_start_of_its_execution(tmp_path: Path) -> None:
+    """Retention cuts into a running cell: a reader of that kernel (API and view) gets, with
+    the gap, the latest pruned start, execute_input and nbrelay.cell records of the kernel,
+    as they were stored; a reader of every kernel gets the gap alone."""
+    daemon = Daemon(tmp_path).start("--max-size", "300KB")
+    try:
+        run_cell(daemon, "k", 2000)
+        wait_for(lambda: daemon.get("api/health").json()["pruned_through"] > 10, 20, "pruning")
+        kept = [("nbrelay.start", None), ("nbrelay.cell", "m1"), ("execute_input", "m2")]
+        page = daemon.get("api/messages", kernel_id="k").json()
+        assert [(r["msg_type"], r["seq"]) for r in page["gap"]["kept"]] == [
+            (msg_type, seq) for seq, (msg_type, _) in enumerate(kept, 1)
+        ]
+        start, cell, execute_input = page["gap"]["kept"]
+        assert start["content"]["notebook"] == "nb.ipynb" and start["kernel_id"] == "k"
+        assert cell["content"] == {"cell_id": "cell-a"} and cell["parent_msg_id"] == "req-a"
+        assert execute_input["content"] == {"code": "train()", "execution_count": 3}
+        assert page["messages"][0]["seq"] == page["gap"]["last_seq"] + 1
+        notices, _ = view_from(daemon, 0, kernel_id="k")
+        assert notices[0]["kept"] == page["gap"]["kept"]
+
+        # Only what the reader has not had: after a seq, or of the types it asked for.
+        assert daemon.get("api/messages", kernel_id="k", since=2).json()["gap"]["kept"] == [
+            execute_input
+        ]
+        typed = daemon.get("api/messages", kernel_id="k", types="nbrelay.start").json()
+        assert typed["gap"]["kept"] == [start]
+        assert "kept" not in daemon.get("api/messages").json()["gap"]  # every kernel
+        notices, _ = view_from(daemon, 0)
+        assert "kept" not in notices[0]
+    finally:
+        daemon.stop()
