@@ -213,7 +213,7 @@ def export(args: argparse.Namespace) -> int:
     if suffix == ".ipynb":
         from .notebook import export_notebook, write  # nbformat: only when asked for
 
-        notebook = export_notebook((r for r in records if "seq" in r), kernel)
+        notebook = export_notebook(records, kernel)  # a gap notice too: see executions()
         write(notebook, path)
         print(f"wrote {len(notebook.cells)} cells to {path}")
     elif suffix == ".jsonl":
@@ -255,9 +255,8 @@ def recover(args: argparse.Namespace) -> int:
                 "(`nbrelay ls` lists them)"
             )
         kernel = ran[0]  # the most recently active
-    records = (r for r in client.history(kernel["kernel_id"]) if "seq" in r)
     try:
-        result = recover(notebook, records)
+        result = recover(notebook, client.history(kernel["kernel_id"]))
     except ValidationError as exc:  # the user's notebook: the outputs added are valid ones
         reason = str(exc).strip().splitlines()[0]
         raise NbrelayError(

@@ -48,20 +48,15 @@ def _why(exc: NbrelayError) -> str:
     return str(exc).split("; ", 1)[0]
 
 
-def _records(client: Client, kernel_id: str) -> tuple[list[dict[str, Any]], bool]:
-    """The kernel's records from its latest process start on, and whether retention pruned
-    that start away (then all that is left of the kernel is returned)."""
+def _records(client: Client, kernel_id: str) -> list[dict[str, Any]]:
+    """The kernel's records from its latest process start on; if retention pruned that start,
+    all that is left of the kernel, after the gap notice (with what the daemon kept of that
+    start: see :func:`nbrelay.restore.current_process`)."""
     starts = client.get("api/messages", kernel_id=kernel_id, before=MAX_SEQ, limit=1, types=START)[
         "messages"
     ]
     since = starts[0]["seq"] - 1 if starts else 0
-    records, pruned = [], False
-    for item in client.history(kernel_id, since):
-        if item.get("type") == "gap":
-            pruned = True
-        else:
-            records.append(item)
-    return records, pruned
+    return list(client.history(kernel_id, since))
 
 
 def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict[str, Any]:
@@ -80,7 +75,7 @@ def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict
     if pid is not None and known.get("pid") != pid:
         return _state("not-relaying", "this kernel's current process has not loaded nbrelay")
     try:
-        records, pruned = _records(client, kernel_id)
+        records = _records(client, kernel_id)
     except NbrelayError as exc:
         return _state("no-daemon", _why(exc))
     if known.get("execution_state") == "unloaded":
@@ -88,8 +83,7 @@ def answer(kernel_id: str, cells: list[dict[str, Any]], pid: int | None) -> dict
     else:
         state = {"state": "relaying", "message": f"relaying to {client.endpoint.url}"}
     # Outputs kept before an unload still come back.
-    process = records if pruned else current_process(records)
-    return {**state, "cells": plan(process, cells)}
+    return {**state, "cells": plan(current_process(records), cells)}
 
 
 def _cells(body: Any) -> tuple[str, list[dict[str, Any]]]:

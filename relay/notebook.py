@@ -20,6 +20,9 @@ from .transcript import cannot_render, of_type, overwrite
 from .widgets import STATE_MIME, Widgets, shown_model
 
 UNKNOWN_START = "# nbrelay: this cell started before its kernel loaded nbrelay\n"
+#: The first output of an execution whose start retention pruned while later output of it was
+#: kept: the user sees in the cell, and in the saved notebook, that there was more before.
+PRUNED = "[nbrelay: earlier output of this cell was pruned by retention (--max-size, --max-age)]\n"
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Execution:
     #: The nbformat widget state (``{"version_major", "version_minor", "state"}``) of the
     #: widget models its outputs show, at their latest state; empty if they show none.
     widgets: dict[str, Any] = field(default_factory=dict)
+    #: Its earlier records were pruned by retention: its first output says so (:data:`PRUNED`).
+    pruned: bool = False
 
 
 #: Nesting a notebook can hold. nbformat builds, copies and checks outputs with recursive
@@ -120,17 +125,45 @@ class _Replay:
         # Holding the output keeps its id() from going to a new one after a clear_output.
         self.parts: dict[int, tuple[NotebookNode, list[str]]] = {}
         self.widgets = Widgets()
+        # request -> its execute_input, pruned by retention and kept (relay/retention.py)
+        self.pruned: dict[str, dict[str, Any]] = {}
 
     def run(self, request: str, new: bool = False) -> Execution:
         run = self.by_request.get(request)
         if run is None or new:
             run = Execution(request, None, None)
+            started = None if new else self.pruned.pop(request, None)
+            if started is not None:  # its first output kept after a retention gap
+                self.start(run, of_type(started.get("content") or {}, dict, "content"))
+                run.pruned = True
+                run.outputs.append(new_output("stream", name="stderr", text=PRUNED))
             self.by_request[request] = run
             self.order.append(run)
         return run
 
+    def start(self, run: Execution, content: dict[str, Any]) -> None:
+        """The code and execution count of ``run``, from its execute_input's content."""
+        code = of_type(content.get("code", ""), str, "code")
+        count = new_code_cell(code, execution_count=content.get("execution_count"))
+        run.code, run.count = code, count.execution_count
+
+    def gap(self, notice: dict[str, Any]) -> None:
+        """A retention gap (relay/app.py): of the records it kept apart, the notebook cell of
+        an execution applies now, and its execute_input once output of it follows; then
+        (:meth:`run`) its cell is found, and shows that earlier output is missing. A pruned
+        execution none of whose output was kept stays out: it would only hide a cell's saved
+        outputs."""
+        for record in of_type(notice.get("kept") or [], list, "kept"):
+            if record.get("msg_type") == "execute_input" and record.get("parent_msg_id"):
+                self.pruned[record["parent_msg_id"]] = record
+            elif record.get("msg_type") == CELL:
+                self.apply(record)
+
     def apply(self, record: dict[str, Any]) -> None:
         """One record; it raises, and changes nothing, if no notebook can hold it."""
+        if record.get("type") == "gap":
+            self.gap(record)
+            return
         msg_type, parent = record.get("msg_type"), record.get("parent_msg_id") or ""
         if msg_type == CELL:
             cell_id = (record.get("content") or {}).get("cell_id")
@@ -164,10 +197,7 @@ class _Replay:
                     node["data"], node["metadata"] = update.data, update.metadata
             return
         if msg_type == "execute_input":
-            code = of_type(content.get("code", ""), str, "code")
-            count = new_code_cell(code, execution_count=content.get("execution_count"))
-            run = self.run(parent, new=True)
-            run.code, run.count = code, count.execution_count
+            self.start(self.run(parent, new=True), content)
             return
         capturing = self.widgets.capturing(parent)
         if capturing is not None:  # as the frontend does: into the Output widget's state
@@ -253,7 +283,9 @@ def _same_stream(last: dict[str, Any], output: NotebookNode) -> bool:
 def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
     """The executions in ``records`` (one kernel's, in seq order), with their outputs after
     clear_output and update_display_data, as a notebook client applies them. A record no
-    notebook can hold (a hostile or broken kernel's) leaves a note on stderr in its place."""
+    notebook can hold (a hostile or broken kernel's) leaves a note on stderr in its place.
+    ``records`` may hold the daemon's retention gap notice (``"type": "gap"``): an execution
+    whose start it pruned, and kept (``"kept"``), begins with a :data:`PRUNED` note."""
     replay = _Replay()
     for record in records:
         try:
@@ -376,6 +408,10 @@ def pair(cells: Iterable[NotebookNode], runs: list[Execution]) -> tuple[Pairs, i
     belongs to the code cell with that id, wherever that cell is now and whatever other cell
     has the same source; the cell takes the latest of them. The other cells and executions
     (other frontends, a notebook saved without ids) are matched by source (:func:`_by_source`).
+
+    A cell whose saved execution count is that of its execution, when retention pruned the
+    start of that execution, is left out: it shows that execution already, saved before the
+    pruning, so with more of its output than the note and the kept rest would.
     """
     code = [cell for cell in cells if cell.cell_type == "code"]
     by_id: dict[str, NotebookNode] = {}
@@ -393,7 +429,12 @@ def pair(cells: Iterable[NotebookNode], runs: list[Execution]) -> tuple[Pairs, i
     pairs: Pairs = [(by_id[cell_id], run) for cell_id, run in latest.items()]
     taken = {id(cell) for cell, _ in pairs}
     by_source, unmatched = _by_source([c for c in code if id(c) not in taken], rest)
-    return pairs + by_source, unmatched
+    return [(c, r) for c, r in pairs + by_source if not _shown_fuller(c, r)], unmatched
+
+
+def _shown_fuller(cell: NotebookNode, run: Execution) -> bool:
+    """Whether ``cell`` shows ``run``, a partly pruned execution, from before the pruning."""
+    return run.pruned and run.count is not None and cell.get("execution_count") == run.count
 
 
 def recover(notebook: NotebookNode, records: Iterable[dict[str, Any]]) -> Recovery:

@@ -32,10 +32,20 @@ TAIL_IDS = 10_000
 
 
 def current_process(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of the kernel's latest process: from its last ``nbrelay.start`` on."""
+    """The records of the kernel's latest process: from its last ``nbrelay.start`` on.
+
+    A start that retention pruned is among the records the gap notice kept (relay/app.py):
+    then the notice, with the kept records from that start on, and what follows it. A gap
+    that kept no start (a database from before they were kept) leaves all that is left."""
     for i in range(len(records) - 1, -1, -1):
-        if records[i].get("msg_type") == START:
+        record = records[i]
+        if record.get("msg_type") == START:
             return list(records[i:])
+        if record.get("type") == "gap":
+            kept = record.get("kept") or []
+            starts = [j for j, r in enumerate(kept) if r.get("msg_type") == START]
+            gap = {**record, "kept": kept[starts[-1] :]} if starts else record
+            return [gap, *records[i + 1 :]]
     return []
 
 

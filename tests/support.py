@@ -109,6 +109,30 @@ def stream_batch(
     )
 
 
+def run_cell(daemon: Daemon, kernel_id: str, lines: int, size: int = 1000) -> None:
+    """One kernel process (pid 1) running one notebook cell to its end, as its hook sends it:
+    cell ``cell-a``, request ``req-a``, code ``train()``, execution count 3, printing
+    ``lines`` lines of ``size`` bytes (``line 3 xxx``, ``line 4 xxx``...)."""
+    hello = Hello(kernel_id, kernel_id + "-s", "nb.ipynb", "h", 1, "t")
+
+    def entry(n: int, msg_type: str, content: dict[str, Any]) -> str:
+        return protocol.encode_output(n, f"m{n}", msg_type, "req-a", "t", json.dumps(content))
+
+    entries = [
+        entry(1, "nbrelay.cell", {"cell_id": "cell-a"}),
+        entry(2, "execute_input", {"code": "train()", "execution_count": 3}),
+        *(
+            entry(n, "stream", {"name": "stdout", "text": f"line {n} {'x' * size}\n"})
+            for n in range(3, lines + 3)
+        ),
+        entry(lines + 3, "status", {"execution_state": "idle"}),
+    ]
+    with daemon.ingest(hello) as ws:
+        for first in range(0, len(entries), 500):
+            ws.send(protocol.encode_batch(entries[first : first + 500]))
+            assert json.loads(ws.recv(10 * FACTOR))["acked"] == min(first + 500, len(entries))
+
+
 # Another local user, for attacks between users: root becomes nobody (CI runs as root). Its
 # Python must be one that nobody may run, not this one, which may live in root's home.
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]

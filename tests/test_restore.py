@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import Page, expect
-from support import Daemon, Kernel, relayed
+from support import Daemon, Kernel, nbrelay, relayed, run_cell, wait_for
 
 from nbrelay.errors import START_HINT
 from nbrelay.jupyter_extension import answer, viewer_url
+from nbrelay.notebook import PRUNED
 from nbrelay.restore import PAGE_CHARS, PAGE_LINES, trim
 
 CELL_ID = "c0ffee00-0000-4000-8000-000000000001"
@@ -114,3 +117,59 @@ def test_the_viewer_url_logs_a_browser_in_once_without_the_token(
     other.goto(url)  # the same code again, in a browser that has no cookie
     expect(other.get_by_text("nbrelay status")).to_be_visible()
     other.close()
+
+
+def test_a_cell_whose_start_was_pruned_says_so_then_shows_what_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention pruned the start of a cell and kept its later lines: the restore, recover and
+    export give that cell a first output saying that earlier output was pruned, then each
+    kept line once, with its execution count. A cell that shows that execution already (its
+    saved count is the execution's) is left as it is: it holds more than what was kept."""
+    daemon = Daemon(tmp_path).start("--max-size", "300KB")
+    run_cell(daemon, "k", 2000)
+    wait_for(lambda: daemon.get("api/health").json()["pruned_through"] > 10, 20, "pruning")
+    daemon.stop()
+    daemon.start()  # no more pruning: what was kept stays as it is
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(daemon.runtime_dir))
+    try:
+        kept = "".join(
+            r["content"]["text"]
+            for r in daemon.messages(kernel_id="k")
+            if r["msg_type"] == "stream"
+        )
+        assert kept.startswith("line ") and "line 3 " not in kept and "line 2002 " in kept
+        note = {"msg_type": "stream", "content": {"name": "stderr", "text": PRUNED}}
+        lines = {"msg_type": "stream", "content": {"name": "stdout", "text": kept}}
+
+        fresh = {"id": "cell-a", "source": "train()", "execution_count": None}
+        (cell,) = answer("k", [fresh], 1)["cells"]
+        assert cell["outputs"] == [note, lines] and cell["execution_count"] == 3
+        assert not cell["running"]
+        assert answer("k", [{**fresh, "execution_count": 3}], 1)["cells"] == []
+
+        def recovered(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+            cell.id = "cell-a"
+            path, out = tmp_path / "nb.ipynb", tmp_path / "out.ipynb"
+            nbformat.write(new_notebook(cells=[cell]), path)
+            result = nbrelay("recover", str(path), "-o", str(out), runtime=daemon.runtime_dir)
+            assert result.returncode == 0, result.stderr
+            (cell,) = nbformat.read(out, as_version=4).cells
+            return cell
+
+        empty = recovered(new_code_cell("train()"))
+        assert [(o.name, o.text) for o in empty.outputs] == [("stderr", PRUNED), ("stdout", kept)]
+        assert empty.execution_count == 3
+        line = nbformat.v4.new_output("stream", name="stdout", text="line 3\n")
+        shown = recovered(new_code_cell("train()", execution_count=3, outputs=[line]))
+        assert shown.outputs == [line]
+
+        exported = tmp_path / "export.ipynb"
+        assert (
+            nbrelay("export", "k", "-o", str(exported), runtime=daemon.runtime_dir).returncode == 0
+        )
+        (cell,) = nbformat.read(exported, as_version=4).cells
+        assert (cell.source, cell.execution_count, cell.id) == ("train()", 3, "cell-a")
+        assert [(o.name, o.text) for o in cell.outputs] == [("stderr", PRUNED), ("stdout", kept)]
+    finally:
+        daemon.stop()

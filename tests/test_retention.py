@@ -10,7 +10,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from support import Daemon, stream_batch, wait_for
+from support import Daemon, run_cell, stream_batch, wait_for
 
 from nbrelay import protocol
 from nbrelay.retention import Retention
@@ -125,29 +125,6 @@ def test_a_check_with_nothing_to_prune_reads_two_statements(tmp_path: Path) -> N
         assert Retention(max_bytes=10**9, max_age=7 * 86400).boundary(db) == 0
     statements = [s for s in seen if not s.startswith("--")]  # "--": a pragma run inside one
     assert len(statements) == 2  # the database's size, its oldest record
-
-
-def run_cell(daemon: Daemon, kernel_id: str, lines: int, size: int = 1000) -> None:
-    """One kernel process running one notebook cell (``cell-a``, request ``req-a``, execution
-    count 3) that prints ``lines`` lines of ``size`` bytes, as its hook sends them."""
-    hello = protocol.Hello(kernel_id, kernel_id + "-s", "nb.ipynb", "h", 1, "t")
-
-    def entry(n: int, msg_type: str, content: dict[str, Any]) -> str:
-        return protocol.encode_output(n, f"m{n}", msg_type, "req-a", "t", json.dumps(content))
-
-    start = [
-        entry(1, "nbrelay.cell", {"cell_id": "cell-a"}),
-        entry(2, "execute_input", {"code": "train()", "execution_count": 3}),
-    ]
-    printed = [
-        entry(n, "stream", {"name": "stdout", "text": f"line {n} {'x' * size}\n"})
-        for n in range(3, lines + 3)
-    ]
-    entries = start + printed
-    with daemon.ingest(hello) as ws:
-        for first in range(0, len(entries), 500):
-            ws.send(protocol.encode_batch(entries[first : first + 500]))
-            assert json.loads(ws.recv(10))["acked"] == min(first + 500, len(entries))
 
 
 def test_readers_of_a_kernel_get_the_pruned_start_of_its_execution(tmp_path: Path) -> None:
