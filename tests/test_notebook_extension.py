@@ -28,6 +28,7 @@ from support import (
 )
 
 from nbrelay.errors import START_HINT
+from nbrelay.notebook import PRUNED
 
 pytestmark = pytest.mark.xdist_group("jupyter")  # one Jupyter server for the module
 expect.set_options(timeout=30_000 * FACTOR)
@@ -413,3 +414,70 @@ def test_a_widget_progress_bar_comes_back_at_its_final_state(notebook: Any) -> N
     expect(bar).to_have_count(1)
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("30/30")
     assert not nb.errors
+
+
+def test_a_cell_whose_start_was_pruned_while_closed_says_so_then_shows_what_was_kept(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """Retention (a small --max-size) prunes the start of a running cell while its notebook
+    is closed: reopened after the cell ended, the cell says first that earlier output was
+    pruned, then shows each line the relay kept once, with its execution count."""
+    _, daemon = jupyter
+    port = daemon.port
+    stop = f"/tmp/nbrelay-stop-{uuid.uuid4().hex}"
+    code = (
+        "import os, time\n"
+        "i = 0\n"
+        f"while not os.path.exists({stop!r}):\n"
+        "    print(f'line {i} ' + 'x' * 1000, flush=True)\n"
+        "    i += 1\n"
+        "    time.sleep(0.005)\n"
+    )
+    nb = notebook(LOAD, code)
+
+    def of_the_cell() -> list[dict[str, Any]]:
+        """The relay's records of the cell's execution."""
+        requests = {
+            m["parent_header"]["msg_id"]
+            for m in nb.received()
+            if m["msg_type"] == "execute_input" and m["content"]["code"] == code
+        }
+        return [
+            r for r in daemon.messages(kernel_id=nb.kernel_id) if r["parent_msg_id"] in requests
+        ]
+
+    def start_pruned() -> bool:
+        records = of_the_cell()
+        return bool(records) and all(r["msg_type"] != "execute_input" for r in records)
+
+    daemon.stop()
+    daemon.start("--max-size", "300KB", port=port)
+    try:
+        nb.relaying()
+        nb.run(1)
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 5")
+        nb.close()
+        wait_for(start_pruned, 60, "retention to prune the cell's start")
+        Path(stop).touch()
+        msgs = nb.execution(code)
+        daemon.stop()
+        daemon.start(port=port)  # the other tests' daemon again: what was kept stays so
+        idle = msgs[-1]["header"]["msg_id"]
+        wait_for(lambda: any(r["msg_id"] == idle for r in of_the_cell()), 30, "the end stored")
+        kept = "".join(r["content"]["text"] for r in of_the_cell() if r["msg_type"] == "stream")
+        assert "line 0 " not in kept and kept.startswith("line ")
+
+        nb.open()
+        cell = nb.cell(1)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+        outputs = cell.locator(".jp-OutputArea-output")
+        expect(outputs.first).to_have_text(PRUNED.strip())
+        expect(outputs.last).to_contain_text(kept.rstrip("\n").rsplit("\n", 1)[-1])
+        assert shown_text(cell) == kept.rstrip("\n")
+        assert not nb.errors
+    finally:
+        Path(stop).touch()
+        if daemon.proc is not None and "--max-size" in daemon.proc.args:
+            daemon.stop()
+            daemon.start(port=port)
+        Path(stop).unlink()
