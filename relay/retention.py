@@ -13,7 +13,10 @@ perhaps its process's ``nbrelay.start``) is pruned while later output of it is k
 its start that output belongs to no notebook cell, so the latest pruned record of each of
 those types (:data:`KEPT_TYPES`) is kept apart, in ``pruned_heads``: at most three small rows
 a kernel, until the kernel leaves the list. A reader of that kernel gets them with the gap
-notice (relay/app.py), and the notebook rules mark the cell (relay/notebook.py).
+notice (relay/app.py), and the notebook rules mark the cell (relay/notebook.py). They are
+kept chunk by chunk, in the transaction that deletes them: a reader that meets the gap while
+a prune is under way may get only those of the chunks deleted so far, and then shows the
+execution as it did before they were kept (matched to no cell), never twice.
 """
 
 from __future__ import annotations
