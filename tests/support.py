@@ -593,7 +593,10 @@ class JupyterServer:
         if self.proc.poll() is not None:
             raise AssertionError(f"the Jupyter server exited with {self.proc.returncode}")
         found = list(self.runtime_dir.glob(f"jpserver-{self.proc.pid}.json"))
-        return json.loads(found[0].read_text()) if found else None
+        try:
+            return json.loads(found[0].read_text()) if found else None
+        except ValueError:  # being written: the server does not write it atomically
+            return None
 
     def get(self, path: str, token: bool = True) -> httpx.Response:
         """A GET as a new visitor (no cookie jar), with Jupyter's token or without it."""
