@@ -16,7 +16,7 @@ from nbformat.v4 import nbformat_minor, new_code_cell, new_notebook, new_output
 from nbformat.validator import isvalid
 
 from .protocol import CELL, COMM_TYPES
-from .transcript import cannot_render, of_type, overwrite
+from .transcript import Line, cannot_render, of_type, overwrite
 from .widgets import STATE_MIME, Widgets, shown_model
 
 UNKNOWN_START = "# nbrelay: this cell started before its kernel loaded nbrelay\n"
@@ -43,6 +43,10 @@ class Execution:
     widgets: dict[str, Any] = field(default_factory=dict)
     #: Its earlier records were pruned by retention: its first output says so (:data:`PRUNED`).
     pruned: bool = False
+    #: The column of the cursor on the last line of its last output, if that is a stream
+    #: and a ``\\r`` (or backspaces) left the cursor inside the line; None at its end. The
+    #: saved text does not say it, and a page that goes on with the execution needs it.
+    cursor: int | None = None
 
 
 #: Nesting a notebook can hold. nbformat builds, copies and checks outputs with recursive
@@ -299,13 +303,25 @@ def executions(records: Iterable[dict[str, Any]]) -> list[Execution]:
         run.display_ids = [shown_as.get(id(o)) for o in run.outputs]
         run.cell_id = replay.cell_ids.get(run.request)
         for output in run.outputs:
+            run.cursor = None
             if output.output_type == "stream":  # as Jupyter saves it: \r and \b applied
-                text = replay.text(output)
-                if "\r" in text or "\b" in text:
-                    text = "\n".join(overwrite(line) for line in text.split("\n"))
-                output.text = text
+                output.text, run.cursor = _shown(replay.text(output))
         _show_widgets(run, replay.widgets)
     return replay.order
+
+
+def _shown(text: str) -> tuple[str, int | None]:
+    """A stream's text with ``\\r`` and backspaces applied, and the column of the cursor on
+    its last line if it is not at the end (see :attr:`Execution.cursor`)."""
+    if "\r" not in text and "\b" not in text:
+        return text, None
+    *lines, last = text.split("\n")
+    line = Line()
+    line.write(last)
+    shown = line.text()
+    return "\n".join([*map(overwrite, lines), shown]), (
+        line.cursor if line.cursor < len(shown) else None
+    )
 
 
 def _show_widgets(run: Execution, widgets: Widgets) -> None:

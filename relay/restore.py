@@ -124,6 +124,14 @@ def _cell_plan(
         cut = trim(content["text"]) if message["msg_type"] == "stream" else None
         if cut is not None:
             content["text"], trimmed = cut, True
+    if running and run.cursor is not None:
+        # Lab's output area keeps where a stream's cursor stands apart from its text: give it
+        # the \r that put it there, so that a line the execution goes on redrawing (a progress
+        # loop's end="\r") is redrawn in place, not after the text restored.
+        content = messages[-1]["content"]
+        line = content["text"].rsplit("\n", 1)[-1]
+        lost = len(run.outputs[-1].text.rsplit("\n", 1)[-1]) - len(line)  # to trim, if any
+        content["text"] += "\r" + line[: max(0, run.cursor - lost)]
     return {
         "cell_id": cell_id,
         "request": run.request,

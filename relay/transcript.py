@@ -340,6 +340,11 @@ class Line:
     def text(self) -> str:
         return "".join(self._part) + "".join(self._shown[len(self._part) :])
 
+    @property
+    def cursor(self) -> int:
+        """Where the next character goes: after what was written since the last ``\\r``."""
+        return len(self._part)
+
 
 def overwrite(line: str) -> str:
     """``line`` as a terminal shows it once each ``\\r`` and backspace is applied."""

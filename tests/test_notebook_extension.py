@@ -15,7 +15,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Locator, expect
 from support import (
     FACTOR,
     Blip,
@@ -481,3 +481,105 @@ def test_a_cell_whose_start_was_pruned_while_closed_says_so_then_shows_what_was_
             daemon.stop()
             daemon.start(port=port)
         Path(stop).unlink()
+
+
+def outputs(cell: Locator) -> list[tuple[str | None, str]]:
+    """What a cell's output area shows: each output's kind and text, in order."""
+    shown = cell.locator(".jp-OutputArea-output")
+    return [
+        (shown.nth(i).get_attribute("data-mime-type"), shown.nth(i).inner_text().rstrip("\n"))
+        for i in range(shown.count())
+    ]
+
+
+def test_clear_output_and_display_updates_come_back_as_jupyterlab_showed_them(
+    notebook: Any,
+) -> None:
+    """clear_output, clear_output(wait=True) and update_display: a page reopened after the
+    cell ended shows what a page that was open while it ran shows, output by output."""
+    code = (
+        "from IPython.display import clear_output, display\n"
+        "print('cleared at once', flush=True)\n"
+        "clear_output()\n"
+        "print('then cleared on the next output', flush=True)\n"
+        "gone = display('shown, then cleared', display_id=True)\n"
+        "clear_output(wait=True)\n"
+        "print('after the wait', flush=True)\n"
+        "kept = display('v1', display_id=True)\n"
+        "print('more', flush=True)\n"
+        "gone.update('updated after it was cleared')\n"
+        "kept.update('v2')\n"
+        "kept.update('v3')"
+    )
+    nb = notebook(LOAD, code)
+    live = nb.relaying()  # this page stays open: it shows the cell as JupyterLab does
+    nb.run(1)
+    nb.execution(code)
+    witness = live.locator(".jp-Notebook .jp-Cell").nth(1)
+    expect(witness.locator(".jp-InputPrompt")).to_have_text("[2]:")
+    expect(witness.locator(".jp-OutputArea-output").last).to_have_text("more")
+    expected = [
+        ("application/vnd.jupyter.stdout", "after the wait"),
+        ("text/plain", "'v3'"),
+        ("application/vnd.jupyter.stdout", "more"),
+    ]
+    assert outputs(witness) == expected
+    nb.page = None  # the notebook's saved file has no output: this page reopens it
+
+    try:
+        nb.open()
+        cell = nb.cell(1)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+        expect(cell.locator(".jp-OutputArea-output")).to_have_count(3)
+        assert outputs(cell) == outputs(witness)
+        assert not nb.errors
+    finally:
+        live.close()
+
+
+def test_a_progress_line_redrawn_with_cr_goes_on_in_place_after_a_reopen(notebook: Any) -> None:
+    """A running cell redraws one line with print(..., end='\\r'): reopened meanwhile, the
+    page goes on redrawing it in place, as the page that ran it does, not after the line the
+    restore brought back."""
+    files = {k: f"/tmp/nbrelay-{k}-{uuid.uuid4().hex}" for k in ("reopened", "quiet", "stop")}
+    code = (
+        "import os, time\n"
+        "i = 0\n"
+        f"while i < 40 or not os.path.exists({files['reopened']!r}):\n"
+        "    print(f'step {i}', end='\\r', flush=True)\n"
+        "    i += 1\n"
+        "    time.sleep(0.02)\n"
+        "for i in range(i, i + 30):\n"
+        "    print(f'step {i}', end='\\r', flush=True)\n"
+        "    time.sleep(0.02)\n"
+        f"open({files['quiet']!r}, 'w').write(str(i))\n"
+        f"while not os.path.exists({files['stop']!r}):\n"
+        "    time.sleep(0.02)\n"
+    )
+    nb = notebook(LOAD, code)
+    live = nb.relaying()  # this page stays open: it shows the cell as JupyterLab does
+    try:
+        nb.run(1)
+        witness = live.locator(".jp-Notebook .jp-Cell").nth(1)
+        expect(witness.locator(".jp-OutputArea-output")).to_have_text(re.compile(r"step \d+"))
+        nb.page = None
+
+        nb.open()
+        cell = nb.cell(1)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text(re.compile(r"step \d+"))
+        Path(files["reopened"]).touch()  # 30 more redraws, live to both pages
+        last = wait_for(lambda: Path(files["quiet"]).exists() and Path(files["quiet"]).read_text())
+        wait_for(
+            lambda: stream_text(nb.received()).endswith(f"step {last}\r"),
+            30,
+            "the oracle to receive the last redraw",
+        )
+        expect(witness.locator(".jp-OutputArea-output")).to_have_text(f"step {last}")
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text(f"step {last}")
+        assert cell.locator(".jp-InputPrompt").inner_text() == "[*]:"
+        assert not nb.errors
+    finally:
+        live.close()
+        for path in files.values():
+            Path(path).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ outputs to put back, rebuilt with recover's rules."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -15,7 +16,7 @@ from support import Daemon, Kernel, nbrelay, relayed, run_cell, wait_for
 from nbrelay.errors import START_HINT
 from nbrelay.jupyter_extension import answer, viewer_url
 from nbrelay.notebook import PRUNED
-from nbrelay.restore import PAGE_CHARS, PAGE_LINES, trim
+from nbrelay.restore import PAGE_CHARS, PAGE_LINES, plan, trim
 
 CELL_ID = "c0ffee00-0000-4000-8000-000000000001"
 CODE = (
@@ -173,3 +174,27 @@ def test_a_cell_whose_start_was_pruned_says_so_then_shows_what_was_kept(
         assert [(o.name, o.text) for o in cell.outputs] == [("stderr", PRUNED), ("stdout", kept)]
     finally:
         daemon.stop()
+
+
+def test_a_running_stream_keeps_its_cursor_where_the_kernel_left_it() -> None:
+    """A running execution's last stream ends with the \\r that put its cursor inside the
+    line, so that the page goes on redrawing in place; a finished one has the text as saved."""
+
+    def records(*texts: str, idle: bool) -> list[dict[str, Any]]:
+        made = [{"msg_type": "execute_input", "content": {"code": "x", "execution_count": 1}}]
+        made += [{"msg_type": "stream", "content": {"name": "stdout", "text": t}} for t in texts]
+        if idle:
+            made.append({"msg_type": "status", "content": {"execution_state": "idle"}})
+        return [{**r, "msg_id": f"m{i}", "parent_msg_id": "req"} for i, r in enumerate(made)]
+
+    def text(*texts: str, idle: bool = False) -> str:
+        cells = [{"id": "c", "source": "x", "execution_count": None}]
+        (cell,) = plan(records(*texts, idle=idle), cells)
+        assert cell["running"] is not idle
+        (output,) = cell["outputs"]
+        return str(output["content"]["text"])
+
+    assert text("done\n", "step 1\r", "step 2\r") == "done\nstep 2\r"
+    assert text("a long line\rshort") == "shortg line\rshort"
+    assert text("abc\b") == "ab"  # at the end: nothing to say
+    assert text("step 1\r", "step 2\r", idle=True) == "step 2"
