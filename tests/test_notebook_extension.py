@@ -29,6 +29,7 @@ from support import (
 
 from nbrelay.errors import START_HINT
 from nbrelay.notebook import PRUNED
+from nbrelay.restore import PAGE_LINES
 
 pytestmark = pytest.mark.xdist_group("jupyter")  # one Jupyter server for the module
 expect.set_options(timeout=30_000 * FACTOR)
@@ -583,3 +584,84 @@ def test_a_progress_line_redrawn_with_cr_goes_on_in_place_after_a_reopen(noteboo
         live.close()
         for path in files.values():
             Path(path).unlink(missing_ok=True)
+
+
+def test_a_daemon_restarted_on_another_port_is_found_again_by_the_page_and_the_kernel(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
+) -> None:
+    """The daemon stops, and starts again on another port (a new runtime file): the status
+    says "no-daemon", then "relaying" at the next click; the kernel's hook finds the new port
+    and delivers what it buffered, which comes back once; later output is relayed too."""
+    _, daemon = jupyter
+    nb = notebook(LOAD, "print('kept while the daemon moved')", "print('after the move')")
+    nb.relaying(attach=False)
+
+    def moved() -> Locator:  # in the page open now
+        return nb.cell(1).locator(".jp-OutputArea-output")
+
+    old = daemon.port
+    daemon.stop()
+    try:
+        nb.status.click()  # the open page learns it
+        expect(nb.status).to_have_attribute("data-state", "no-daemon")
+        nb.run(1)
+        expect(moved()).to_have_text("kept while the daemon moved")
+        nb.close()
+        nb.open()
+        expect(nb.status).to_have_attribute("data-state", "no-daemon")
+        expect(moved()).to_have_count(0)
+    finally:
+        daemon.start()  # on a free port: the other tests use the daemon too
+    assert daemon.port != old
+
+    def stored(text: str) -> bool:
+        return any(
+            r["msg_type"] == "stream" and text in r["content"]["text"]
+            for r in daemon.messages(kernel_id=nb.kernel_id)
+        )
+
+    wait_for(lambda: stored("daemon moved"), 30, "the hook to deliver to the new port")
+    nb.status.click()
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    expect(moved()).to_have_text("kept while the daemon moved")
+    expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text("[2]:")
+    nb.run(2)
+    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("after the move")
+    wait_for(lambda: stored("after the move"), 30, "the relay to hold the later output")
+    nb.close()
+
+    nb.open()  # the automatic restore, from the new port: each output once
+    expect(nb.status).to_have_attribute("data-state", "relaying")
+    expect(moved()).to_have_text("kept while the daemon moved")
+    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("after the move")
+    assert not nb.errors
+
+
+def test_a_huge_output_comes_back_cut_to_its_end_and_the_notebook_still_responds(
+    notebook: Any,
+) -> None:
+    """200,000 lines printed while the notebook was closed come back as their last
+    PAGE_LINES, each once and in order, behind a line saying how many are left out; the page
+    has no error and runs the next cell."""
+    count = 200_000
+    code = f"for i in range({count}):\n    print(f'line {{i}}')"
+    nb = notebook(LOAD, code, "print('still responds')")
+    nb.relaying()
+    nb.run(1)
+    expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\*\]|\[2\]"))
+    nb.close()
+    msgs = nb.execution(code)
+    printed = stream_text(msgs).rstrip("\n").split("\n")
+    assert printed == [f"line {i}" for i in range(count)]  # the oracle's
+
+    nb.open()
+    cell = nb.cell(1)
+    expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+    expect(cell.locator(".jp-OutputArea-output")).to_contain_text(f"line {count - 1}")
+    note, *shown = shown_text(cell).split("\n")
+    left_out = count - PAGE_LINES
+    assert note.startswith(f"[nbrelay: not shown here, the first {left_out:,} lines")
+    assert shown == printed[left_out:]  # each once, in order, to the last
+    nb.run(2)
+    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("still responds")
+    assert not nb.errors
