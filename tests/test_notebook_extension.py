@@ -579,6 +579,10 @@ def test_a_progress_line_redrawn_with_cr_goes_on_in_place_after_a_reopen(noteboo
         expect(witness.locator(".jp-OutputArea-output")).to_have_text(f"step {last}")
         expect(cell.locator(".jp-OutputArea-output")).to_have_text(f"step {last}")
         assert cell.locator(".jp-InputPrompt").inner_text() == "[*]:"
+        Path(files["stop"]).touch()  # the cell ends: a busy kernel is slow to shut down
+        nb.execution(code)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text(f"step {last}")
         assert not nb.errors
     finally:
         live.close()
