@@ -132,6 +132,10 @@ def _cell_plan(
         line = content["text"].rsplit("\n", 1)[-1]
         lost = len(run.outputs[-1].text.rsplit("\n", 1)[-1]) - len(line)  # to trim, if any
         content["text"] += "\r" + line[: max(0, run.cursor - lost)]
+    if running and run.clear_on_next:
+        # clear_output(wait=True) waits for the next output: the page's output area clears
+        # then too, instead of adding that output to what the restore shows.
+        messages.append({"msg_type": "clear_output", "content": {"wait": True}})
     return {
         "cell_id": cell_id,
         "request": run.request,

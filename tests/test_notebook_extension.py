@@ -590,6 +590,60 @@ def test_a_progress_line_redrawn_with_cr_goes_on_in_place_after_a_reopen(noteboo
             Path(path).unlink(missing_ok=True)
 
 
+def test_a_clear_output_waiting_at_reopen_clears_at_the_next_output(
+    notebook: Any, jupyter: tuple[JupyterServer, Daemon], tmp_path: Path
+) -> None:
+    """Reopened between clear_output(wait=True) and the next output of a running cell: that
+    output replaces what the cell showed, as in the page that ran it, and is not added to it
+    (a loop that clears, computes, then prints is there at almost every reopen). A display
+    update comes live first: it is no output, so the clear still waits."""
+    _, daemon = jupyter
+    files = {k: str(tmp_path / k) for k in ("update", "next", "stop")}
+
+    def until(name: str) -> str:
+        return f"while not os.path.exists({files[name]!r}):\n    time.sleep(0.02)\n"
+
+    code = (
+        "import os, time\nfrom IPython.display import clear_output, display\n"
+        "shown = display('frame 0', display_id=True)\n"
+        "clear_output(wait=True)\n"
+        + until("update")
+        + "shown.update('frame 0, updated')\n"
+        + until("next")
+        + "print('frame 1', flush=True)\n"
+        + until("stop")
+    )
+    nb = notebook(LOAD, code)
+    nb.relaying(attach=False)
+    try:
+        nb.run(1)
+        expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text("'frame 0'")
+        nb.close()
+        wait_for(
+            lambda: any(
+                r["msg_type"] == "clear_output" for r in daemon.messages(kernel_id=nb.kernel_id)
+            ),
+            30,
+            "the relay to hold the clear",
+        )
+        nb.open()
+        cell = nb.cell(1)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text("'frame 0'")
+        Path(files["update"]).touch()
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text("'frame 0, updated'")
+        Path(files["next"]).touch()
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text(["frame 1"])
+        assert cell.locator(".jp-InputPrompt").inner_text() == "[*]:"  # before the end's check
+        Path(files["stop"]).touch()
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+        expect(cell.locator(".jp-OutputArea-output")).to_have_text(["frame 1"])
+        assert not nb.errors
+    finally:
+        for path in files.values():
+            Path(path).touch()  # a kernel left busy is slow to shut down
+
+
 def test_a_daemon_restarted_on_another_port_is_found_again_by_the_page_and_the_kernel(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:

@@ -5,7 +5,7 @@ import { ServerConnection } from '@jupyterlab/services';
 
 /** An output to put back, as the IOPub message content that makes it. */
 export interface IRestoredOutput {
-  msg_type: 'stream' | 'display_data' | 'execute_result' | 'error';
+  msg_type: 'stream' | 'display_data' | 'execute_result' | 'error' | 'clear_output';
   content: { [key: string]: unknown };
 }
 

@@ -74,6 +74,7 @@ function inert(output: ICellRestore['outputs'][number]): boolean {
   return (
     output.msg_type === 'stream' ||
     output.msg_type === 'error' ||
+    output.msg_type === 'clear_output' ||
     (typeof data === 'object' && data !== null && Object.keys(data).every(m => INERT.has(m)))
   );
 }
@@ -98,10 +99,20 @@ function shown(cell: CodeCell): string {
   return canonical([cell.model.executionCount, outputs.map(withoutWidgetText)]);
 }
 
+/** The outputs a restore shows: not a clear_output waiting for the next one. */
+function outputsOf(restore: ICellRestore): ICellRestore['outputs'] {
+  return restore.outputs.filter(o => o.msg_type !== 'clear_output');
+}
+
 function planned(restore: ICellRestore): string {
-  const outputs = restore.outputs.map(o => {
+  const outputs = outputsOf(restore).map(o => {
     const content = { ...o.content };
     delete content.transient; // not saved in a notebook
+    if (o.msg_type === 'stream') {
+      // The \r and the text after it that put Lab's cursor back inside the last line (see
+      // relay/restore.py) leave the text as it was: the rest of the text has no \r left.
+      content.text = (content.text as string).replace(/\r[^\n\r]*$/, '');
+    }
     return { output_type: o.msg_type, ...content };
   });
   return canonical([restore.execution_count, outputs.map(withoutWidgetText)]);
@@ -286,7 +297,7 @@ export class Restorer implements IDisposable {
         continue; // shown whole already, and followed live if it runs
       }
       this._adopt(cell, restore);
-      outputs += restore.outputs.length;
+      outputs += outputsOf(restore).length;
       restored += 1;
     }
     if (restored) {
