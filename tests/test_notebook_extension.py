@@ -297,14 +297,14 @@ def test_a_blip_between_browser_and_server_loses_and_repeats_nothing(
         blip.cut()
         printed = len(stream_text(nb.received()).splitlines())
         wait_for(
-            lambda: len(stream_text(nb.received()).splitlines()) > printed + 50,
+            lambda: len(stream_text(nb.received()).splitlines()) > printed + 10,
             30,
             "the cell to print on while the page is cut off",
         )
         blip.mend()
         # JupyterLab reconnects after a random backoff that grows with each failed attempt.
         expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text(
-            f"line {printed + 60}", timeout=120_000 * FACTOR
+            f"line {printed + 20}", timeout=120_000 * FACTOR
         )
         Path(stop).touch()
         msgs = nb.execution(code)
@@ -337,44 +337,6 @@ def test_after_a_kernel_restart_only_the_new_process_counts(
     expect(nb.status).to_have_attribute("data-state", "not-relaying")
     expect(nb.status).to_have_attribute("title", re.compile("current process has not loaded"))
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_count(0)
-    assert not nb.errors
-
-
-def test_the_status_says_when_the_daemon_is_down_and_a_click_restores_once_it_is_back(
-    notebook: Any, jupyter: tuple[JupyterServer, Daemon]
-) -> None:
-    """With the daemon down the status item says so and how to start it; the kernel buffers,
-    and once the daemon is back a click on the item puts the output into the notebook."""
-    _, daemon = jupyter
-    nb = notebook(LOAD, "print('kept while the daemon was down')")
-    nb.relaying(attach=False)
-    port = daemon.port
-    daemon.stop()
-    nb.run(1)
-    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text(
-        "kept while the daemon was down"
-    )
-    nb.close()
-
-    nb.open()
-    expect(nb.status).to_have_attribute("data-state", "no-daemon")
-    expect(nb.status).to_have_attribute("title", re.compile(re.escape(START_HINT)))
-    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_count(0)
-    daemon.start(port=port)
-    wait_for(
-        lambda: any(
-            r["msg_type"] == "stream" and "daemon was down" in r["content"]["text"]
-            for r in daemon.messages(kernel_id=nb.kernel_id)
-        ),
-        30,
-        "the kernel to deliver what it buffered",
-    )
-    nb.status.click()
-    expect(nb.status).to_have_attribute("data-state", "relaying")
-    expect(nb.cell(1).locator(".jp-OutputArea-output")).to_have_text(
-        "kept while the daemon was down"
-    )
-    expect(nb.cell(1).locator(".jp-InputPrompt")).to_have_text("[2]:")
     assert not nb.errors
 
 
@@ -648,8 +610,9 @@ def test_a_daemon_restarted_on_another_port_is_found_again_by_the_page_and_the_k
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:
     """The daemon stops, and starts again on another port (a new runtime file): the status
-    says "no-daemon", then "relaying" at the next click; the kernel's hook finds the new port
-    and delivers what it buffered, which comes back once; later output is relayed too."""
+    says "no-daemon" and how to start one, then "relaying" at the next click; the kernel's
+    hook finds the new port and delivers what it buffered, which the click puts into the
+    notebook, once; later output is relayed too."""
     _, daemon = jupyter
     nb = notebook(LOAD, "print('kept while the daemon moved')", "print('after the move')")
     nb.relaying(attach=False)
@@ -667,6 +630,7 @@ def test_a_daemon_restarted_on_another_port_is_found_again_by_the_page_and_the_k
         nb.close()
         nb.open()
         expect(nb.status).to_have_attribute("data-state", "no-daemon")
+        expect(nb.status).to_have_attribute("title", re.compile(re.escape(START_HINT)))
         expect(moved()).to_have_count(0)
     finally:
         daemon.start()  # on a free port: the other tests use the daemon too
