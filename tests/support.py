@@ -29,7 +29,7 @@ import zmq
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from nbformat.v4 import new_code_cell, new_notebook
-from playwright.sync_api import Browser, Error, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Error, Locator, Page, expect
 from websockets.sync.client import ClientConnection, connect
 
 from nbrelay import protocol
@@ -624,7 +624,8 @@ class JupyterServer:
 
 class Blip:
     """A TCP proxy on loopback whose connections a test can cut, and keep cut: a network blip
-    between a browser and a server. Playwright's offline switch leaves open WebSockets alone."""
+    between a browser and a server (Playwright's offline switch leaves open WebSockets alone);
+    or hold up, and let go."""
 
     def __init__(self, target_port: int) -> None:
         self._target = target_port
@@ -632,6 +633,8 @@ class Blip:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open = True
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._sockets: set[socket.socket] = set()
         self.cuts = 0  # connections cut or refused
         threading.Thread(target=self._accept, daemon=True).start()
@@ -655,6 +658,7 @@ class Blip:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -677,8 +681,17 @@ class Blip:
         with self._lock:
             self._open = True
 
+    def hold(self) -> None:
+        """Keep the connections open, and what goes through them in the proxy, until
+        :meth:`release`: a peer that is slow to read, not gone."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self.cut()
+        self.release()
         self._listener.close()
 
 
@@ -687,7 +700,11 @@ class Notebook:
     as a user does, and a kernel client on its kernel: the oracle of what it published."""
 
     def __init__(
-        self, server: JupyterServer, browser: Browser, sources: list[str], init_script: str = ""
+        self,
+        server: JupyterServer,
+        browser: Browser | BrowserContext,
+        sources: list[str],
+        init_script: str = "",
     ) -> None:
         self.server = server
         self.init_script = init_script  # run in every page before the app's scripts

@@ -15,7 +15,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from playwright.sync_api import Browser, Locator, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, expect
 from support import (
     FACTOR,
     Blip,
@@ -70,13 +70,22 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterS
         daemon.stop()
 
 
+@pytest.fixture(scope="module")
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """One browser profile for the module, as a user's: JupyterLab's scripts come from its
+    cache after the first page, which takes seconds off each page opened."""
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
 @pytest.fixture
-def notebook(jupyter: tuple[JupyterServer, Daemon], browser: Browser) -> Iterator[Any]:
+def notebook(jupyter: tuple[JupyterServer, Daemon], context: BrowserContext) -> Iterator[Any]:
     server, _ = jupyter
     made: list[Notebook] = []
 
     def make(*sources: str) -> Notebook:
-        nb = Notebook(server, browser, list(sources))
+        nb = Notebook(server, context, list(sources))
         made.append(nb)
         return nb
 
@@ -146,10 +155,10 @@ def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) ->
 def test_what_the_relay_had_not_stored_when_the_page_asked_comes_back_while_the_cell_runs(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:
-    """The relay is behind the kernel when the notebook is reopened (the hook's connection to
-    the daemon is cut), and nothing comes live before the snapshot: the snapshot ends before
-    the first line the page receives live. The lines in between are shown as soon as the
-    relay has them, while the cell still runs, not only once it ends."""
+    """The relay is behind the kernel when the notebook is reopened (what the hook sends is
+    held up on its way to the daemon), and nothing comes live before the snapshot: the
+    snapshot ends before the first line the page receives live. The lines in between are
+    shown as soon as the relay has them, while the cell still runs, not only once it ends."""
     _, daemon = jupyter
     relay = Blip(daemon.port)  # between the kernel's hook and the daemon
     files = {k: f"/tmp/nbrelay-{k}-{uuid.uuid4().hex}" for k in ("hold", "quiet", "go", "stop")}
@@ -185,9 +194,9 @@ def test_what_the_relay_had_not_stored_when_the_page_asked_comes_back_while_the_
         def stored() -> int:
             return lines(stream_text(daemon.messages(kernel_id=nb.kernel_id)))
 
-        relay.cut()  # the hook buffers what the cell prints from now on
+        relay.hold()  # what the hook sends from now on waits in the proxy
         behind = printed()
-        wait_for(lambda: printed() > behind + 10, 30, "the cell to print while the relay is cut")
+        wait_for(lambda: printed() > behind + 10, 30, "the cell to print while the relay waits")
         Path(files["hold"]).touch()
         wait_for(lambda: Path(files["quiet"]).exists(), 30, "the cell to pause")
         kept = stored()
@@ -197,8 +206,8 @@ def test_what_the_relay_had_not_stored_when_the_page_asked_comes_back_while_the_
         cell = nb.cell(1)
         expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")
         expect(cell.locator(".jp-OutputArea-output")).to_contain_text(f"line {kept - 1}")
-        relay.mend()
-        wait_for(lambda: stored() >= printed(), 60, "the hook to deliver what it buffered")
+        relay.release()
+        wait_for(lambda: stored() >= printed(), 60, "the relay to store what waited")
         Path(files["go"]).touch()  # the cell prints again, live to the page
         resumed = printed()
         expect(cell.locator(".jp-OutputArea-output")).to_contain_text(f"line {resumed + 20}")
