@@ -9,7 +9,7 @@ from support import Daemon
 def test_load_loses_nothing_and_slow_viewers_hold_up_no_one(daemon: Daemon) -> None:
     """Under load nothing is lost or doubled, every fast viewer keeps up while the slow ones
     lag behind, ingest is all acknowledged, and the daemon's memory stays bounded."""
-    report = run(daemon, kernels=20, viewers=50, slow=5, seconds=6, rate=200)
+    report = run(daemon, kernels=20, viewers=50, slow=5, seconds=3, rate=200)
     stored = daemon.messages()
     streams = [r for r in stored if r["msg_type"] == "stream"]
     assert len(streams) == report.sent  # every message, once (seqs are checked by viewers)
