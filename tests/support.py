@@ -625,7 +625,7 @@ class JupyterServer:
 class Blip:
     """A TCP proxy on loopback whose connections a test can cut, and keep cut: a network blip
     between a browser and a server (Playwright's offline switch leaves open WebSockets alone);
-    or hold up, and let go."""
+    or lose what goes through; or hold it up, and let go."""
 
     def __init__(self, target_port: int) -> None:
         self._target = target_port
@@ -635,6 +635,7 @@ class Blip:
         self._open = True
         self._flowing = threading.Event()
         self._flowing.set()
+        self._dropping = False
         self._sockets: set[socket.socket] = set()
         self.cuts = 0  # connections cut or refused
         threading.Thread(target=self._accept, daemon=True).start()
@@ -659,7 +660,8 @@ class Blip:
         try:
             while data := src.recv(65536):
                 self._flowing.wait()
-                dst.sendall(data)
+                if not self._dropping:
+                    dst.sendall(data)
         except OSError:
             pass
         for s in (src, dst):
@@ -671,6 +673,7 @@ class Blip:
         """Drop every connection, and refuse new ones until :meth:`mend`."""
         with self._lock:
             self._open = False
+            self._dropping = False
             for s in self._sockets:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
@@ -680,6 +683,12 @@ class Blip:
     def mend(self) -> None:
         with self._lock:
             self._open = True
+            self._dropping = False
+
+    def drop(self) -> None:
+        """Lose what goes through, connections kept, until :meth:`cut`: a route gone dead
+        under a connection that both ends still think is up."""
+        self._dropping = True
 
     def hold(self) -> None:
         """Keep the connections open, and what goes through them in the proxy, until

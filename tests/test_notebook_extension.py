@@ -291,8 +291,9 @@ def test_cells_of_the_same_source_each_get_their_own_output_wherever_they_moved(
 def test_a_blip_between_browser_and_server_loses_and_repeats_nothing(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:
-    """The TCP connections between the page and the Jupyter server are cut while a cell
-    prints; once they are back, the cell shows every line once, in order, and goes on."""
+    """The route between the page and the Jupyter server goes dead while a cell prints, then
+    its connections drop; once they are back, the cell shows every line once, in order, and
+    goes on: those lost on the dead route too, and none that the server replays twice."""
     server, _ = jupyter
     blip = Blip(int(server.url.rsplit(":", 1)[1].rstrip("/")))
     stop = f"/tmp/nbrelay-stop-{uuid.uuid4().hex}"
@@ -303,15 +304,19 @@ def test_a_blip_between_browser_and_server_loses_and_repeats_nothing(
         nb.relaying()
         nb.run(1)
         expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 20")
-        blip.cut()
+        # The route goes dead: what the server sends is lost, and neither end notices. Then
+        # the connections drop, and are let in again at once: JupyterLab's first reconnection
+        # is immediate, and each one refused doubles the wait for the next. The Jupyter server
+        # replays what it buffered once it saw the drop, not what went into the dead route.
         printed = len(stream_text(nb.received()).splitlines())
+        blip.drop()
         wait_for(
             lambda: len(stream_text(nb.received()).splitlines()) > printed + 10,
             30,
-            "the cell to print on while the page is cut off",
+            "the cell to print on while the route is dead",
         )
+        blip.cut()
         blip.mend()
-        # JupyterLab reconnects after a random backoff that grows with each failed attempt.
         expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text(
             f"line {printed + 20}", timeout=120_000 * FACTOR
         )
