@@ -127,19 +127,19 @@ def test_a_reopened_notebook_shows_what_ran_while_it_was_closed(notebook: Any) -
     assert not nb.errors
 
 
-@pytest.mark.parametrize("app", ["lab/tree", "notebooks"])
-def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) -> None:
-    """Reopened while the cell still runs (JupyterLab, and Notebook 7): it shows [*] and what
-    it printed so far, receives the rest live, then its execution count; each line once."""
+def test_a_cell_still_running_at_reopen_goes_on_live_in_notebook_7(notebook: Any) -> None:
+    """Reopened in Notebook 7 while the cell still runs: it shows [*] and what it printed so
+    far, receives the rest live, then its execution count; each line once. (In JupyterLab:
+    the next test, which also holds the relay back.)"""
     stop = f"/tmp/nbrelay-stop-{uuid.uuid4().hex}"
     code = until_stopped(stop)
     nb = notebook(LOAD, code)
-    nb.relaying(app)
+    nb.relaying("notebooks")
     nb.run(1)
     expect(nb.cell(1).locator(".jp-OutputArea-output")).to_contain_text("line 5")
     nb.close()
 
-    nb.open(app)
+    nb.open("notebooks")
     cell = nb.cell(1)
     expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")
     expect(cell.locator(".jp-OutputArea-output")).to_contain_text("line 40")
@@ -155,10 +155,11 @@ def test_a_cell_still_running_at_reopen_goes_on_live(notebook: Any, app: str) ->
 def test_what_the_relay_had_not_stored_when_the_page_asked_comes_back_while_the_cell_runs(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:
-    """The relay is behind the kernel when the notebook is reopened (what the hook sends is
-    held up on its way to the daemon), and nothing comes live before the snapshot: the
-    snapshot ends before the first line the page receives live. The lines in between are
-    shown as soon as the relay has them, while the cell still runs, not only once it ends."""
+    """Reopened in JupyterLab while the cell still runs, and the relay is behind the kernel
+    (what the hook sends is held up on its way to the daemon), and nothing comes live before
+    the snapshot: the snapshot ends before the first line the page receives live. The lines
+    in between are shown as soon as the relay has them, while the cell still runs, not only
+    once it ends; then [2] and every line once."""
     _, daemon = jupyter
     relay = Blip(daemon.port)  # between the kernel's hook and the daemon
     files = {k: f"/tmp/nbrelay-{k}-{uuid.uuid4().hex}" for k in ("hold", "quiet", "go", "stop")}
@@ -662,12 +663,6 @@ def test_a_daemon_restarted_on_another_port_is_found_again_by_the_page_and_the_k
     nb.run(2)
     expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("after the move")
     wait_for(lambda: stored("after the move"), 30, "the relay to hold the later output")
-    nb.close()
-
-    nb.open()  # the automatic restore, from the new port: each output once
-    expect(nb.status).to_have_attribute("data-state", "relaying")
-    expect(moved()).to_have_text("kept while the daemon moved")
-    expect(nb.cell(2).locator(".jp-OutputArea-output")).to_have_text("after the move")
     assert not nb.errors
 
 

@@ -15,8 +15,20 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 
+@pytest.fixture(scope="module")
+def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """One Jupyter server for the tests that do not care what ran on it before; the first
+    visit to its proxy starts the daemon that the others then find."""
+    server = JupyterServer(tmp_path_factory.mktemp("proxy"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def jupyter(tmp_path: Path) -> Iterator[JupyterServer]:
+def fresh_jupyter(tmp_path: Path) -> Iterator[JupyterServer]:
+    """A Jupyter server of the test's own: no daemon yet, no kernel seen before."""
     server = JupyterServer(tmp_path)
     try:
         yield server
@@ -175,20 +187,20 @@ def test_the_launcher_tile_shows_the_icon(jupyter: JupyterServer, page: Page) ->
 
 
 def test_the_first_visit_shows_the_live_kernel_newest_first(
-    jupyter: JupyterServer, page: Page
+    fresh_jupyter: JupyterServer, page: Page
 ) -> None:
     """Until the user picks a kernel, the page shows the newest connected one: a live kernel
     that speaks after the page opened goes to the top of the list and is shown, not an exited
     one that was there first."""
-    page.goto(f"{jupyter.url}api/status?token={JUPYTER_TOKEN}")
-    assert jupyter.get("nbrelay/").status_code == 200
-    exited = Kernel(jupyter.runtime_dir, {"JPY_SESSION_NAME": "old.ipynb"})
+    page.goto(f"{fresh_jupyter.url}api/status?token={JUPYTER_TOKEN}")
+    assert fresh_jupyter.get("nbrelay/").status_code == 200
+    exited = Kernel(fresh_jupyter.runtime_dir, {"JPY_SESSION_NAME": "old.ipynb"})
     exited.run_ok("%load_ext nbrelay")
     exited.run_ok('print("old output")')
     exited.shutdown(now=False)
-    page.goto(f"{jupyter.url}nbrelay/")
+    page.goto(f"{fresh_jupyter.url}nbrelay/")
     expect(page.locator("nav li.selected")).to_contain_text("old.ipynb")
-    live = Kernel(jupyter.runtime_dir, {"JPY_SESSION_NAME": "live.ipynb"})
+    live = Kernel(fresh_jupyter.runtime_dir, {"JPY_SESSION_NAME": "live.ipynb"})
     try:
         live.run_ok("%load_ext nbrelay")
         live.run_ok('print("live output")')
