@@ -9,7 +9,7 @@ import { KernelView } from "./outputs.js";
 
 const TAIL = 1000;  // records loaded when a kernel opens, and per "load earlier"
 const KEPT = 20 * TAIL;  // records a followed view holds before it starts over from its last TAIL
-const POLL_MS = 5000;
+const POLL_MS = 2000;  // the kernel list (who connected, exited, unloaded): a small GET
 const MAX_DELAY_MS = 5000;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 const $ = (selector) => document.querySelector(selector);
