@@ -394,6 +394,39 @@ def test_a_widget_progress_bar_comes_back_at_its_final_state(notebook: Any) -> N
     assert not nb.errors
 
 
+def test_a_running_widget_bar_reopened_is_not_asked_for_again_and_again(
+    notebook: Any, tmp_path: Path
+) -> None:
+    """A tqdm.auto bar still running at reopen: its first message live is a widget update,
+    which the relay keeps merged under a later id, so no snapshot ever holds it. The page
+    must not take that for a relay behind the kernel, asking again (and redrawing the cell,
+    with a notification each time) at each of its retries."""
+    stop = tmp_path / "stop"
+    code = (
+        "import os, time\nfrom tqdm.auto import tqdm\n"
+        "for i in tqdm(range(10**6)):\n    time.sleep(0.05)\n"
+        f"    if i > 20 and os.path.exists({str(stop)!r}):\n        break\n"
+    )
+    nb = notebook(LOAD, code)
+    nb.relaying(attach=False)
+    nb.run(1)
+    expect(nb.cell(1).locator(".widget-hprogress")).to_have_count(1)
+    nb.close()
+    page = nb.open(wait=False)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "api/nbrelay/restore" in r.url else None)
+    cell = nb.cell(1)
+    expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")
+    # Restored (drawn as a bar once the busy kernel answers the widget manager).
+    expect(cell.locator(".jp-OutputArea-output")).to_have_count(1)
+    # The page's retries come 0.1, 0.3, 1 and 3 s apart: 4.5 s would see all four.
+    page.wait_for_timeout(4500)  # the measurement itself: requests the page sends unasked
+    stop.touch()
+    expect(cell.locator(".jp-InputPrompt")).to_have_text("[2]:")
+    assert len(asked) <= 3, f"{len(asked)} restore requests"  # the open, first live, the end
+    assert not nb.errors
+
+
 def test_a_cell_whose_start_was_pruned_while_closed_says_so_then_shows_what_was_kept(
     notebook: Any, jupyter: tuple[JupyterServer, Daemon]
 ) -> None:

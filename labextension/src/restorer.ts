@@ -25,6 +25,20 @@ const RECENT_BYTES = 16 * 2 ** 20;
  * loaded machine the relay was seen seconds behind, so the last tries are far apart. */
 const RETRIES = [100, 300, 1000, 3000, 6000, 12000];
 
+/** The IOPub messages the relay stores under their own msg_id (CAPTURED_TYPES in
+ * relay/protocol.py): only these can tell whether a snapshot reaches what came live. A
+ * widget's updates are stored merged under the latest's id, and other comms not at all. */
+const STORED_AS_SENT = new Set([
+  'stream',
+  'error',
+  'display_data',
+  'update_display_data',
+  'execute_result',
+  'clear_output',
+  'execute_input',
+  'status'
+]);
+
 /** When to ask again after a cell ran while the kernel was not relaying (ms). */
 const RECHECKS = [0, 500, 2000, 5000];
 
@@ -285,6 +299,7 @@ export class Restorer implements IDisposable {
         restore.trimmed &&
         !restore.running &&
         !following &&
+        !gap &&
         cell.model.executionCount === restore.execution_count &&
         cell.model.outputs.length
       ) {
@@ -375,7 +390,7 @@ export class Restorer implements IDisposable {
     this._recent.splice(0, drop);
     const parent = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id;
     const adopted = parent ? this._adopted.get(parent) : undefined;
-    if (parent && !this._firstLive.has(parent)) {
+    if (parent && !this._firstLive.has(parent) && STORED_AS_SENT.has(msg.header.msg_type)) {
       this._firstLive.set(parent, msg.header.msg_id);
       if (adopted && !adopted.tail.has(msg.header.msg_id)) {
         // Adopted before anything of it came live, so _stale could not tell whether its
