@@ -178,8 +178,8 @@ class Client:
                 self.endpoint = self._locate()
 
     def _view(self, kernel_id: str, since: int, live: bool = True) -> Iterator[dict[str, Any]]:
-        """The records of ``/ws/view``, and its gap notices; without ``live``, only those
-        stored when it opened."""
+        """The records of ``/ws/view``, and its gap notices; without ``live``, up to its
+        ``caught_up`` notice (what was stored when the replay reached the present)."""
         query = urllib.parse.urlencode({"since": since, "kernel_id": kernel_id})
         with connect(
             self.endpoint.ws_url(f"ws/view?{query}"),

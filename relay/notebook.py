@@ -44,7 +44,7 @@ class Execution:
     #: Its earlier records were pruned by retention: its first output says so (:data:`PRUNED`).
     pruned: bool = False
     #: The column of the cursor on the last line of its last output, if that is a stream
-    #: and a ``\\r`` (or backspaces) left the cursor inside the line; None at its end. The
+    #: and a ``\\r`` left the cursor inside the line; None at its end. The
     #: saved text does not say it, and a page that goes on with the execution needs it.
     cursor: int | None = None
 

@@ -131,7 +131,7 @@ def test_debug_log_holds_no_kernel_output(tmp_path: Path) -> None:
         hello = protocol.Hello("k-log", "k-log-1", "log.ipynb", "host", 1, "t")
         with daemon.ingest(hello) as ws:
             ws.send(stream_batch([1], secret))
-            wait_for(lambda: json.loads(ws.recv())["acked"] == 1, 10, "the ack")
+            wait_for(lambda: json.loads(ws.recv(10 * FACTOR))["acked"] == 1, 10, "the ack")
         with daemon.viewer(kernel_id="k-log") as view:
             view.until(lambda v: any(r["content"].get("text") == secret for r in v.records))
     finally:
