@@ -255,15 +255,7 @@ class _Replay:
         if run.clear_on_next:
             run.outputs.clear()
             run.clear_on_next = False
-        last = run.outputs[-1] if run.outputs else None
-        if (
-            output.output_type == "stream"
-            and last is not None
-            and last.output_type == "stream"
-            and last.name == output.name
-        ):  # Jupyter merges consecutive output of one stream
-            self._more(last, output.text)
-        else:
+        if not (output.output_type == "stream" and self.append(run, output)):
             run.outputs.append(output)
 
     def _more(self, output: NotebookNode, text: str) -> None:
